@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from executions.engine.retry import DEFAULT_RETRY
+from executions.graph import CONNECTION_TYPES
+from executions.models import Execution, NodeRun
+from executions.validation import validate_graph
+
+
+class RetryInputSerializer(serializers.Serializer):
+    max_retries = serializers.IntegerField(min_value=0, max_value=10, default=DEFAULT_RETRY["max_retries"])
+    backoff_seconds = serializers.FloatField(min_value=0, max_value=3600, default=DEFAULT_RETRY["backoff_seconds"])
+    max_backoff_seconds = serializers.FloatField(
+        min_value=0, max_value=86400, default=DEFAULT_RETRY["max_backoff_seconds"]
+    )
+    jitter = serializers.BooleanField(default=DEFAULT_RETRY["jitter"])
+
+
+class NodeInputSerializer(serializers.Serializer):
+    key = serializers.RegexField(
+        r"^[A-Za-z0-9_-]{1,64}$",
+        max_length=64,
+        error_messages={"invalid": "must be 1-64 characters of letters, digits, '_' and '-'"},
+    )
+    type = serializers.CharField(max_length=64)
+    name = serializers.CharField(max_length=200, allow_blank=True, default="")
+    config = serializers.DictField(default=dict)
+    retry = RetryInputSerializer(required=False)
+    timeout_seconds = serializers.IntegerField(min_value=1, default=300)
+
+    def validate_timeout_seconds(self, value: int) -> int:
+        limit = settings.WECONNECT_MAX_NODE_TIMEOUT
+        if value > limit:
+            raise serializers.ValidationError(
+                f"must be at most {limit} (half the broker visibility timeout)"
+            )
+        return value
+
+
+class ConnectionInputSerializer(serializers.Serializer):
+    source = serializers.CharField(max_length=64)
+    target = serializers.CharField(max_length=64)
+    type = serializers.ChoiceField(choices=CONNECTION_TYPES, default="success")
+    branch = serializers.CharField(max_length=64, required=False, allow_null=True, default=None)
+
+
+class WorkflowInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(allow_blank=True, default="", max_length=10000)
+    is_active = serializers.BooleanField(default=True)
+    timeout_seconds = serializers.IntegerField(min_value=1, max_value=86400, default=3600)
+    webhook_enabled = serializers.BooleanField(default=False)
+    nodes = NodeInputSerializer(many=True, allow_empty=True, max_length=1000)
+    connections = ConnectionInputSerializer(many=True, default=list, max_length=5000)
+
+    def validate(self, attrs):
+        errors = validate_graph(attrs["nodes"], attrs.get("connections", []))
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class NodeOutputSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    type = serializers.CharField()
+    name = serializers.CharField()
+    config = serializers.DictField()
+    retry = RetryInputSerializer()
+    timeout_seconds = serializers.IntegerField()
+
+
+class ConnectionOutputSerializer(serializers.Serializer):
+    source = serializers.CharField()
+    target = serializers.CharField()
+    type = serializers.CharField()
+    branch = serializers.CharField(allow_null=True)
+
+
+class WorkflowOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    is_active = serializers.BooleanField()
+    timeout_seconds = serializers.IntegerField()
+    version = serializers.IntegerField()
+    owner = serializers.IntegerField(source="owner_id")
+    webhook_enabled = serializers.BooleanField()
+    nodes = serializers.SerializerMethodField()
+    connections = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def _graph(self, obj) -> dict:
+        graph = getattr(obj, "graph", None)
+        if graph is None:
+            graph = obj.versions.get(version=obj.version).graph
+            obj.graph = graph
+        return graph
+
+    def get_nodes(self, obj) -> list[dict]:
+        return NodeOutputSerializer(self._graph(obj)["nodes"], many=True).data
+
+    def get_connections(self, obj) -> list[dict]:
+        return ConnectionOutputSerializer(self._graph(obj)["connections"], many=True).data
+
+
+class ExecuteInputSerializer(serializers.Serializer):
+    input = serializers.DictField(required=False, default=dict)
+
+
+class NodeRunOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = NodeRun
+        fields = [
+            "node",
+            "node_type",
+            "status",
+            "attempts",
+            "reassignments",
+            "input",
+            "output",
+            "error",
+            "branch",
+            "retry_delays",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "next_attempt_at",
+        ]
+
+
+class ExecutionOutputSerializer(serializers.ModelSerializer):
+    node_runs = NodeRunOutputSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "workflow",
+            "workflow_version",
+            "status",
+            "trigger",
+            "input",
+            "output",
+            "error",
+            "idempotency_key",
+            "retry_of",
+            "depth",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "deadline_at",
+            "node_runs",
+        ]
+
+
+class RetryRequestSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=["from_failed", "from_start"], default="from_failed")
+
+
+class NodeTypeOutputSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    description = serializers.CharField()
+    config_schema = serializers.DictField()

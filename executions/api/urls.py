@@ -1,0 +1,13 @@
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from executions.api.views import ExecutionViewSet, NodeTypeListView, WorkflowViewSet
+
+router = DefaultRouter()
+router.register("workflows", WorkflowViewSet, basename="workflow")
+router.register("executions", ExecutionViewSet, basename="execution")
+
+urlpatterns = [
+    path("node-types/", NodeTypeListView.as_view(), name="node-types"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,78 @@
+"""Sending node-run messages. Always called after the transaction that queued the runs has
+committed; a send that fails (broker down) is only logged: the run stays ``queued`` in the
+database and the recovery task sends it again once the broker is back."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+log = logging.getLogger("weconnect.engine")
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    execution_id: str
+    node: str
+    task_id: str
+    timeout_seconds: int
+    countdown: float = 0.0
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def time_limits(timeout_seconds: int) -> tuple[int, int]:
+    """(soft, hard): the node fails with a timeout at the soft limit; the hard limit a little
+    later kills a node that ignores it."""
+    soft = max(1, int(timeout_seconds))
+    return soft, soft + max(5, soft // 10)
+
+
+def send(items: list[Dispatch]) -> int:
+    """Send now; returns how many were sent."""
+    from executions.tasks import run_node
+
+    sent = 0
+    for item in items:
+        soft, hard = time_limits(item.timeout_seconds)
+        countdown = min(item.countdown, settings.WECONNECT_MAX_ETA_SECONDS)
+        try:
+            run_node.apply_async(
+                args=[item.execution_id, item.node],
+                task_id=item.task_id,
+                soft_time_limit=soft,
+                time_limit=hard,
+                countdown=countdown if countdown > 0 else None,
+            )
+            sent += 1
+        except Exception as exc:  # kombu raises many types when the broker is gone
+            log.warning(
+                "dispatch failed; recovery will resend",
+                extra={"execution_id": item.execution_id, "node": item.node, "error": repr(exc)},
+            )
+    return sent
+
+
+def send_on_commit(items: list[Dispatch]) -> None:
+    if items:
+        transaction.on_commit(lambda: send(items))
+
+
+def revoke(task_ids: list[str]) -> None:
+    """Best effort: revoke is a broadcast kept in worker memory and can be lost; the database
+    status is what actually stops a task (it checks before doing anything)."""
+    from weconnect.celery import app
+
+    ids = [t for t in task_ids if t]
+    if not ids:
+        return
+    try:
+        app.control.revoke(ids)
+    except Exception as exc:
+        log.warning("revoke failed", extra={"tasks": len(ids), "error": repr(exc)})

@@ -1,0 +1,65 @@
+"""Leases for running node runs.
+
+Each worker process keeps one slot: the node run it is executing now. A daemon thread
+extends that run's lease every WECONNECT_HEARTBEAT_SECONDS. When the process dies the
+heartbeats stop, the lease runs out, and the recovery task hands the run to another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+log = logging.getLogger("weconnect.engine")
+
+_lock = threading.Lock()
+_current: tuple[int, int] | None = None
+_thread: threading.Thread | None = None
+
+
+def begin(node_run_id: int, attempt: int) -> None:
+    global _current
+    with _lock:
+        _current = (node_run_id, attempt)
+    _ensure_thread()
+
+
+def end() -> None:
+    global _current
+    with _lock:
+        _current = None
+
+
+def _ensure_thread() -> None:
+    global _thread
+    if _thread is not None and _thread.is_alive():
+        return
+    _thread = threading.Thread(target=_loop, name="weconnect-heartbeat", daemon=True)
+    _thread.start()
+
+
+def _loop() -> None:
+    from executions.models import NodeRun
+    from executions.states import NodeRunStatus
+
+    interval = settings.WECONNECT_HEARTBEAT_SECONDS
+    stop = threading.Event()
+    while not stop.wait(interval):
+        with _lock:
+            current = _current
+        if current is None:
+            continue
+        try:
+            close_old_connections()
+            NodeRun.objects.filter(
+                id=current[0], status=NodeRunStatus.RUNNING, attempts=current[1]
+            ).update(
+                lease_expires_at=timezone.now() + timedelta(seconds=settings.WECONNECT_LEASE_SECONDS)
+            )
+        except Exception as exc:  # the next beat tries again; the lease has slack
+            log.warning("heartbeat failed", extra={"error": repr(exc)})

@@ -1,0 +1,267 @@
+"""The body of the node task: claim the run, run the node type, record the outcome.
+
+The message only says "look at node X of execution E"; the database decides whether there is
+anything to do. A claim is a compare-and-set from ``queued`` (or a due ``retrying``) to
+``running`` that also requires the execution to be active and within its deadline, so a
+duplicate, late or revoked-but-delivered message changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from executions.engine import dispatch, heartbeat
+from executions.engine.retry import backoff_delay, retry_policy, should_retry
+from executions.engine.scheduler import Finish, node_run_finish
+from executions.engine.snapshots import graph_for
+from executions.graph import is_error_output
+from executions.models import Execution, NodeRun
+from executions.nodes import Context, NodeError, NodeTimeout, Result, Wait, get_node_type
+from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
+
+log = logging.getLogger("weconnect.engine")
+N = NodeRunStatus
+
+# A message may arrive a little before the time it was meant for.
+_EARLY_TOLERANCE = timedelta(seconds=1)
+
+
+def _claim(execution_id: str, node: str, task_id: str, redelivered: bool, now) -> NodeRun | None:
+    lease = now + timedelta(seconds=settings.WECONNECT_LEASE_SECONDS)
+    base = NodeRun.objects.filter(
+        execution_id=execution_id,
+        node=node,
+        execution__status__in=EXECUTION_ACTIVE,
+        execution__deadline_at__gt=now,
+    )
+    claimed = base.filter(
+        Q(status=N.QUEUED) | Q(status=N.RETRYING),
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + _EARLY_TOLERANCE),
+    ).update(
+        status=N.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=now,
+        lease_expires_at=lease,
+        task_id=task_id,
+        next_attempt_at=None,
+    )
+    if not claimed and redelivered:
+        # The broker handed this message back because the process running it died (a pool
+        # child killed, or a whole worker after the visibility timeout). Take the run over if
+        # it is still ours; node time limits stay below the visibility timeout, so a
+        # redelivered message never races a live run of itself.
+        claimed = base.filter(
+            status=N.RUNNING,
+            task_id=task_id,
+            reassignments__lt=settings.WECONNECT_MAX_REASSIGNMENTS,
+        ).update(
+            attempts=F("attempts") + 1,
+            reassignments=F("reassignments") + 1,
+            started_at=now,
+            lease_expires_at=lease,
+        )
+        if claimed:
+            log.warning(
+                "took over a run whose worker was lost",
+                extra={"execution_id": execution_id, "node": node, "task_id": task_id},
+            )
+    if not claimed:
+        _check_deadline(execution_id, now)
+        return None
+    return (
+        NodeRun.objects.select_related("execution", "execution__workflow")
+        .only(
+            "id", "node", "attempts", "input", "state", "retry_delays", "reassignments",
+            "execution__id", "execution__status", "execution__input", "execution__snapshot_id",
+            "execution__depth", "execution__parent_node_run_id", "execution__workflow__owner_id",
+            "execution__workflow__id",
+        )
+        .get(execution_id=execution_id, node=node)
+    )
+
+
+def _check_deadline(execution_id: str, now) -> None:
+    from executions.services.executions import execution_time_out_if_due
+
+    execution_time_out_if_due(execution_id=execution_id, now=now)
+
+
+def _upstream_loader(execution_id: str, keys: list[str]):
+    def load() -> dict[str, Any]:
+        return dict(
+            NodeRun.objects.filter(
+                execution_id=execution_id, node__in=keys, status=N.SUCCEEDED
+            ).values_list("node", "output")
+        )
+
+    return load
+
+
+def _ancestors(graph, node: str) -> list[str]:
+    seen: set[str] = set()
+    stack = list(graph.predecessors(node))
+    while stack:
+        k = stack.pop()
+        if k not in seen:
+            seen.add(k)
+            stack.extend(graph.predecessors(k))
+    return sorted(seen)
+
+
+def _error_doc(exc: BaseException, error_type: str | None = None, **extra) -> dict[str, Any]:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return {"error": True, "message": message, "type": error_type or type(exc).__name__, **extra}
+
+
+def _check_output(output: Any) -> None:
+    try:
+        size = len(json.dumps(output).encode())
+    except (TypeError, ValueError) as exc:
+        raise NodeError(f"node output is not JSON: {exc}", retryable=False, error_type="InvalidOutput") from None
+    limit = settings.WECONNECT_MAX_OUTPUT_BYTES
+    if size > limit:
+        raise NodeError(
+            f"node output of {size} bytes exceeds WECONNECT_MAX_OUTPUT_BYTES ({limit})",
+            retryable=False,
+            error_type="OutputTooLarge",
+        )
+
+
+def node_run_execute(*, execution_id: str, node: str, task_id: str, redelivered: bool = False) -> str:
+    """Run one attempt of a node run. Returns a short word for logs and tests."""
+    now = timezone.now()
+    run = _claim(execution_id, node, task_id, redelivered, now)
+    if run is None:
+        return "skipped"
+    execution = run.execution
+    if execution.status == ExecutionStatus.PENDING:
+        Execution.objects.filter(id=execution.id, status=ExecutionStatus.PENDING).update(
+            status=ExecutionStatus.RUNNING, started_at=now
+        )
+    graph = graph_for(execution.snapshot_id)
+    spec = graph.nodes[node]
+    node_type = get_node_type(spec.type)
+    attempt = run.attempts
+    fields = {"execution_id": str(execution.id), "node": node, "attempt": attempt}
+    log.info("node started", extra=fields)
+    ctx = Context(
+        execution_id=str(execution.id),
+        node_run_id=run.id,
+        workflow_id=str(execution.workflow.id),
+        owner_id=execution.workflow.owner_id,
+        node=spec,
+        input=run.input,
+        execution_input=execution.input,
+        attempt=attempt,
+        depth=execution.depth,
+        state=run.state,
+        _load_nodes=_upstream_loader(str(execution.id), _ancestors(graph, node)),
+    )
+    failure: NodeError | None = None
+    value: Any = None
+    heartbeat.begin(run.id, attempt)
+    try:
+        if node_type is None:
+            raise NodeError(f"unknown node type {spec.type!r}", retryable=False)
+        value = node_type.run(ctx)
+        if not isinstance(value, Wait):
+            _check_output(value.output if isinstance(value, Result) else value)
+    except SoftTimeLimitExceeded:
+        failure = NodeTimeout(f"node ran past its timeout of {spec.timeout_seconds}s")
+    except NodeError as exc:
+        failure = exc
+    except Exception as exc:  # a bug or an unexpected error in a node: retryable
+        log.exception("node raised", extra=fields)
+        failure = NodeError(str(exc) or type(exc).__name__, error_type=type(exc).__name__)
+    finally:
+        heartbeat.end()
+
+    if failure is not None:
+        return _record_failure(execution, graph, run, attempt, failure, fields)
+    if isinstance(value, Wait):
+        return _park(execution, graph, run, attempt, value, fields)
+    output, branch = (value.output, value.branch) if isinstance(value, Result) else (value, None)
+    if node_type.detects_error_output and is_error_output(output):
+        result = Finish(N.FAILED, output, branch, {"message": "node returned an error output", "type": "ErrorOutput"})
+    else:
+        result = Finish(N.SUCCEEDED, output, branch)
+    recorded = node_run_finish(execution=execution, graph=graph, node=node, attempt=attempt, result=result)
+    log.info("node %s", result.status if recorded else "discarded", extra=fields)
+    return result.status if recorded else "discarded"
+
+
+def _record_failure(execution, graph, run: NodeRun, attempt: int, failure: NodeError, fields) -> str:
+    spec = graph.nodes[run.node]
+    if should_retry(attempt, spec.retry, failure.retryable):
+        delay = failure.retry_after if failure.retry_after is not None else backoff_delay(attempt, spec.retry)
+        delay = max(0.0, float(delay))
+        now = timezone.now()
+        task_id = dispatch.new_task_id()
+        sent_now = delay <= settings.WECONNECT_MAX_ETA_SECONDS
+        with transaction.atomic():
+            changed = NodeRun.objects.filter(id=run.id, status=N.RUNNING, attempts=attempt).update(
+                status=N.RETRYING,
+                error=_error_doc(failure, failure.error_type, attempt=attempt, **failure.details),
+                next_attempt_at=now + timedelta(seconds=delay),
+                retry_delays=[*run.retry_delays, round(delay, 3)],
+                task_id=task_id,
+                dispatched_at=now if sent_now else None,
+                lease_expires_at=None,
+            )
+            if changed and sent_now:
+                # Short backoffs ride a Celery countdown; longer ones are held in the database
+                # and sent by the recovery task when due (never an ETA near the visibility
+                # timeout, which Redis would deliver twice).
+                dispatch.send_on_commit(
+                    [dispatch.Dispatch(str(execution.id), run.node, task_id, spec.timeout_seconds, delay)]
+                )
+        log.warning("node will retry in %.3fs: %s", delay, failure.message, extra=fields)
+        return "retrying" if changed else "discarded"
+    output = _error_doc(failure, failure.error_type, **failure.details)
+    recorded = node_run_finish(
+        execution=execution,
+        graph=graph,
+        node=run.node,
+        attempt=attempt,
+        result=Finish(N.FAILED, output, None, {**output, "attempts": attempt}),
+    )
+    log.warning("node failed: %s", failure.message, extra=fields)
+    return N.FAILED if recorded else "discarded"
+
+
+def _park(execution, graph, run: NodeRun, attempt: int, wait: Wait, fields) -> str:
+    """Put the run back to ``queued`` until ``wait.until`` (or until woken), without counting
+    the wait as an attempt. No worker is held while it waits."""
+    spec = graph.nodes[run.node]
+    now = timezone.now()
+    until = wait.until
+    # A wait with no time (a sub-workflow) is bounded by the execution's deadline.
+    not_before = until if until is not None else Execution.objects.values_list("deadline_at", flat=True).get(id=execution.id)
+    delay = max(0.0, (not_before - now).total_seconds())
+    sent_now = until is not None and delay <= settings.WECONNECT_MAX_ETA_SECONDS
+    task_id = dispatch.new_task_id()
+    with transaction.atomic():
+        changed = NodeRun.objects.filter(id=run.id, status=N.RUNNING, attempts=attempt).update(
+            status=N.QUEUED,
+            attempts=F("attempts") - 1,
+            state=dict(wait.state),
+            next_attempt_at=not_before,
+            task_id=task_id,
+            dispatched_at=now if sent_now else None,
+            lease_expires_at=None,
+        )
+        if changed and sent_now:
+            dispatch.send_on_commit(
+                [dispatch.Dispatch(str(execution.id), run.node, task_id, spec.timeout_seconds, delay)]
+            )
+    log.info("node waiting until %s", not_before.isoformat(), extra=fields)
+    return "waiting" if changed else "discarded"

@@ -1,0 +1,266 @@
+"""What happens when a node run finishes: record it, route it, schedule what is now ready.
+
+All of it is one transaction, so a worker that dies half-way leaves the run ``running`` (and
+recovery runs it again) rather than a finished node with successors never scheduled.
+
+Exactly-once scheduling of a join: two predecessors finishing at the same moment on two
+workers each take a Redis lock on the join and then ``SELECT ... FOR UPDATE`` its node-run
+row before reading the predecessors' outcomes. The row lock is what makes it correct: the
+second transaction blocks until the first commits, and (READ COMMITTED takes a new snapshot
+per statement) then sees the first predecessor finished. The Redis lock keeps the waiting out
+of the database; the ``pending -> queued`` compare-and-set makes a duplicate a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import OperationalError, transaction
+from django.utils import timezone
+
+from executions.engine import dispatch
+from executions.engine.locks import RedisLock, key
+from executions.graph import Graph, Outcome, decide, node_input
+from executions.models import Execution, NodeRun
+from executions.states import (
+    EXECUTION_ACTIVE,
+    EXECUTION_TRANSITIONS,
+    NODE_ACTIVE,
+    NODE_RUN_TRANSITIONS,
+    ExecutionStatus,
+    NodeRunStatus,
+    transition,
+)
+
+log = logging.getLogger("weconnect.engine")
+N = NodeRunStatus
+
+
+@dataclass
+class Finish:
+    status: str  # succeeded | failed
+    output: Any
+    branch: str | None = None
+    error: Any = None
+
+
+def retry_on_deadlock(fn, attempts: int = 5):
+    """Run ``fn`` (which opens its own transaction) again if Postgres aborted it as a deadlock
+    victim or a serialization failure; everything in it is a compare-and-set, so rerunning is
+    safe."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            cause = getattr(exc, "__cause__", None)
+            sqlstate = getattr(cause, "sqlstate", None)
+            if sqlstate not in ("40P01", "40001") or i == attempts - 1:
+                raise
+            log.info("transaction retried after %s", sqlstate)
+
+
+def queue_node(execution_id, node: str, node_input_value: Any, graph: Graph, now) -> dispatch.Dispatch | None:
+    task_id = dispatch.new_task_id()
+    changed = transition(
+        NodeRun.objects.filter(execution_id=execution_id, node=node),
+        N.QUEUED,
+        table=NODE_RUN_TRANSITIONS,
+        sources=[N.PENDING],
+        input=node_input_value,
+        queued_at=now,
+        dispatched_at=now,
+        task_id=task_id,
+    )
+    if not changed:
+        return None
+    return dispatch.Dispatch(str(execution_id), node, task_id, graph.nodes[node].timeout_seconds)
+
+
+def node_run_finish(
+    *, execution: Execution, graph: Graph, node: str, attempt: int, result: Finish
+) -> bool:
+    """Record the end of attempt ``attempt`` of ``node`` and advance the execution.
+
+    Returns False when the run had already moved on (cancelled, timed out, or taken over by a
+    redelivered message after its worker was presumed dead): the result is then discarded.
+    """
+    locks: list[RedisLock] = []
+
+    def work() -> bool:
+        with transaction.atomic():
+            now = timezone.now()
+            changed = NodeRun.objects.filter(
+                execution_id=execution.id, node=node, status=N.RUNNING, attempts=attempt
+            ).update(
+                status=result.status,
+                output=result.output,
+                branch=result.branch,
+                error=result.error,
+                finished_at=now,
+                lease_expires_at=None,
+            )
+            if not changed:
+                return False
+            status = (
+                Execution.objects.filter(id=execution.id).values_list("status", flat=True).first()
+            )
+            if status not in EXECUTION_ACTIVE:
+                return True  # finished runs of a stopped execution schedule nothing
+            if result.status == N.FAILED and not graph.has_error_route(node):
+                execution_fail_unhandled(execution.id, node=node, error=result.error, now=now)
+                return True
+            outgoing = _propagate(execution, graph, node, Outcome(result.status, result.branch, result.output), now, locks)
+            if outgoing:
+                dispatch.send_on_commit(outgoing)
+            else:
+                execution_complete_if_done(execution, graph, now)
+            return True
+
+    try:
+        return retry_on_deadlock(work)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _propagate(
+    execution: Execution, graph: Graph, node: str, outcome: Outcome, now, locks: list[RedisLock]
+) -> list[dispatch.Dispatch]:
+    """Queue or skip the successors of ``node`` (and, through skips, theirs)."""
+    outgoing: list[dispatch.Dispatch] = []
+    known: dict[str, Outcome] = {node: outcome}
+    work = [node]
+    while work:
+        current = work.pop(0)
+        for succ in graph.successors(current):  # sorted: a stable lock order
+            preds = graph.predecessors(succ)
+            if len(preds) == 1:
+                # Only `current` can make this node ready: the compare-and-set suffices.
+                verdict, fired = decide(graph, succ, known)
+                outputs = {current: known[current].output}
+            else:
+                lock = RedisLock(key("lock", execution.id, succ))
+                if lock.acquire():
+                    locks.append(lock)
+                row = (
+                    NodeRun.objects.select_for_update()
+                    .filter(execution_id=execution.id, node=succ)
+                    .values_list("status", flat=True)
+                    .first()
+                )
+                if row != N.PENDING:
+                    continue
+                missing = [p for p in preds if p not in known]
+                outcomes = dict(known)
+                outputs = {p: o.output for p, o in known.items()}
+                for p, st, br, out in NodeRun.objects.filter(
+                    execution_id=execution.id, node__in=missing
+                ).values_list("node", "status", "branch", "output"):
+                    outcomes[p] = Outcome(st, br, out)
+                    outputs[p] = out
+                verdict, fired = decide(graph, succ, outcomes)
+            if verdict == "run":
+                item = queue_node(execution.id, succ, node_input(fired, outputs), graph, now)
+                if item:
+                    outgoing.append(item)
+            elif verdict == "skip":
+                if transition(
+                    NodeRun.objects.filter(execution_id=execution.id, node=succ),
+                    N.SKIPPED,
+                    table=NODE_RUN_TRANSITIONS,
+                    sources=[N.PENDING],
+                    finished_at=now,
+                ):
+                    known[succ] = Outcome(N.SKIPPED)
+                    work.append(succ)
+    return outgoing
+
+
+def execution_complete_if_done(execution: Execution, graph: Graph, now) -> bool:
+    """Finish the execution when no node run is active any more.
+
+    Two last nodes finishing together each see the other still running in their own
+    transaction; locking the execution row before the check serializes them, and the later one
+    sees both finished."""
+    status = (
+        Execution.objects.select_for_update()
+        .filter(id=execution.id)
+        .values_list("status", flat=True)
+        .first()
+    )
+    if status not in EXECUTION_ACTIVE:
+        return False
+    if NodeRun.objects.filter(execution_id=execution.id, status__in=NODE_ACTIVE).exists():
+        return False
+    sinks = graph.sink_keys()
+    output = dict(
+        NodeRun.objects.filter(
+            execution_id=execution.id, node__in=sinks, status=N.SUCCEEDED
+        ).values_list("node", "output")
+    )
+    done = transition(
+        Execution.objects.filter(id=execution.id),
+        ExecutionStatus.SUCCEEDED,
+        table=EXECUTION_TRANSITIONS,
+        output={k: output[k] for k in sinks if k in output},
+        finished_at=now,
+    )
+    if done:
+        log.info("execution succeeded", extra={"execution_id": str(execution.id)})
+        _on_execution_finished(execution.id, execution.parent_node_run_id)
+    return bool(done)
+
+
+def execution_stop(
+    execution_id, *, status: str, error: Any, now=None, include_running: bool
+) -> bool:
+    """Move an active execution to a terminal ``status`` and cancel its unfinished node runs
+    (running ones too when ``include_running``); queued tasks are revoked after commit.
+    Must be called inside a transaction."""
+    now = now or timezone.now()
+    changed = transition(
+        Execution.objects.filter(id=execution_id),
+        status,
+        table=EXECUTION_TRANSITIONS,
+        error=error,
+        finished_at=now,
+    )
+    if not changed:
+        return False
+    targets = [N.PENDING, N.QUEUED, N.RETRYING] + ([N.RUNNING] if include_running else [])
+    runs = NodeRun.objects.filter(execution_id=execution_id, status__in=targets)
+    task_ids = [t for t in runs.values_list("task_id", flat=True) if t]
+    transition(
+        runs,
+        N.CANCELLED,
+        table=NODE_RUN_TRANSITIONS,
+        finished_at=now,
+        lease_expires_at=None,
+        next_attempt_at=None,
+    )
+    transaction.on_commit(lambda: dispatch.revoke(task_ids))
+    parent = Execution.objects.filter(id=execution_id).values_list("parent_node_run_id", flat=True).first()
+    _on_execution_finished(execution_id, parent)
+    log.info("execution %s", status, extra={"execution_id": str(execution_id)})
+    return True
+
+
+def execution_fail_unhandled(execution_id, *, node: str, error: Any, now) -> bool:
+    """An unhandled error stops the execution at once; running nodes may finish but will
+    schedule nothing (they find the execution failed)."""
+    return execution_stop(
+        execution_id,
+        status=ExecutionStatus.FAILED,
+        error={"node": node, "message": f"node {node!r} failed with no error connection", "detail": error},
+        now=now,
+        include_running=False,
+    )
+
+
+def _on_execution_finished(execution_id, parent_node_run_id) -> None:
+    if parent_node_run_id:
+        from executions.services.executions import node_run_wake
+
+        transaction.on_commit(lambda: node_run_wake(node_run_id=parent_node_run_id))

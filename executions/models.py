@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from executions.states import ExecutionStatus, NodeRunStatus, Trigger
+
+
+class Workflow(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workflows")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    is_active = models.BooleanField(default=True)
+    timeout_seconds = models.PositiveIntegerField(default=3600)
+    version = models.PositiveIntegerField(default=1)
+    # Triggers: {"cron": "...", "timezone": "..."} or null; the webhook token is a secret.
+    schedule = models.JSONField(null=True, blank=True)
+    webhook_enabled = models.BooleanField(default=False)
+    webhook_token = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="workflow_owner_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (v{self.version})"
+
+    @staticmethod
+    def new_webhook_token() -> str:
+        return secrets.token_urlsafe(32)
+
+
+class Node(models.Model):
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="nodes")
+    key = models.CharField(max_length=64)
+    type = models.CharField(max_length=64)
+    name = models.CharField(max_length=200, blank=True, default="")
+    config = models.JSONField(default=dict, blank=True)
+    retry = models.JSONField(default=dict, blank=True)
+    timeout_seconds = models.PositiveIntegerField(default=300)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["workflow", "position"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "key"], name="node_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Connection(models.Model):
+    class Type(models.TextChoices):
+        SUCCESS = "success"
+        ERROR = "error"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="connections")
+    source = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="outgoing")
+    target = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="incoming")
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.SUCCESS)
+    branch = models.CharField(max_length=64, null=True, blank=True)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["workflow", "position"]
+
+    def __str__(self) -> str:
+        suffix = f" [{self.branch}]" if self.branch else ""
+        return f"{self.source.key} -{self.type}-> {self.target.key}{suffix}"
+
+
+class WorkflowVersion(models.Model):
+    """An immutable snapshot of a workflow's graph and settings, one per version.
+
+    Executions point at the snapshot they started from, so editing a workflow never disturbs
+    a running execution, and the engine reads (and caches) the graph by this row's id.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    graph = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "version"], name="workflow_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} v{self.version}"
+
+
+class Execution(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="executions")
+    snapshot = models.ForeignKey(WorkflowVersion, on_delete=models.RESTRICT, related_name="executions")
+    workflow_version = models.PositiveIntegerField()
+    status = models.CharField(
+        max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING
+    )
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.API)
+    input = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+    # A sub-workflow execution wakes this node run of its parent when it finishes.
+    parent_node_run = models.ForeignKey(
+        "NodeRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_executions"
+    )
+    depth = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Idempotency-Key: the same key for the same workflow is one execution, even for
+            # concurrent requests (the second INSERT waits for the first and then fails).
+            models.UniqueConstraint(
+                fields=["workflow", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="execution_idempotency_unique",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["workflow", "-created_at"], name="execution_workflow_created"),
+            models.Index(fields=["status", "-created_at"], name="execution_status_created"),
+            # The deadline and stale sweeps scan only active executions.
+            models.Index(
+                fields=["deadline_at"],
+                condition=Q(status__in=["pending", "running"]),
+                name="execution_active_deadline",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+
+class NodeRun(models.Model):
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="node_runs")
+    node = models.CharField(max_length=64)
+    node_type = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=NodeRunStatus.choices, default=NodeRunStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    reassignments = models.PositiveIntegerField(default=0)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    branch = models.CharField(max_length=64, null=True, blank=True)
+    # Node-type state kept across waits (a delay's wake-up time, a sub-workflow's child id).
+    state = models.JSONField(null=True, blank=True)
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When a message for this run was last sent; recovery re-sends one that never arrived.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # Not before: a retry's backoff or a wait is held here, never as a long Celery ETA.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # A running run whose lease is past was lost with its worker (heartbeats extend it).
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    retry_delays = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "node"], name="node_run_unique")
+        ]
+        indexes = [
+            # Recovery scans: queued/retrying runs that are due, running runs past their lease.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                condition=Q(status__in=["queued", "retrying"]),
+                name="node_run_due",
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="running"),
+                name="node_run_lease",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node} ({self.status})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -1,0 +1,145 @@
+"""The node-type contract: what a node type declares and what the engine hands it.
+
+A node type is a class with a ``type`` name, a ``description``, a JSON Schema for its
+``config`` (published at /api/node-types/ and enforced when a workflow is saved) and a
+``run(ctx)`` method. ``run`` returns the node's output (any JSON value), a :class:`Result`
+to also select a branch, or a :class:`Wait` to park the run without holding a worker.
+It raises :class:`NodeError` for failures; ``retryable=False`` skips the retry policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, ClassVar
+
+from jsonschema import Draft202012Validator
+
+from executions.graph import NodeSpec
+
+
+class NodeError(Exception):
+    """A node failed. ``retry_after`` (seconds) overrides the backoff for this retry."""
+
+    retryable: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        error_type: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after = retry_after
+        self.error_type = error_type or type(self).__name__
+        self.details = dict(details or {})
+
+
+class NonRetryableError(NodeError):
+    retryable = False
+
+
+class NodeTimeout(NodeError):
+    """The node ran past its timeout_seconds (soft time limit)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    output: Any
+    branch: str | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Park the node run until ``until`` (or until woken, when None); ``state`` is handed
+    back in ``ctx.state`` when the run resumes. The worker is free while it waits."""
+
+    until: datetime | None
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    execution_id: str
+    node_run_id: int
+    workflow_id: str
+    owner_id: int
+    node: NodeSpec
+    input: Any
+    execution_input: Any
+    attempt: int
+    depth: int
+    state: Mapping[str, Any] | None
+    _load_nodes: Callable[[], dict[str, Any]] = field(repr=False, default=dict)
+
+    @cached_property
+    def nodes(self) -> dict[str, Any]:
+        """Outputs of the finished upstream nodes, by key (loaded on first use)."""
+        return self._load_nodes()
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.node.config
+
+
+class NodeType:
+    type: ClassVar[str]
+    description: ClassVar[str] = ""
+    config_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+    }
+
+    # Whether the generic error convention (executions.graph.is_error_output) applies to this
+    # type's output. Pass-through types (noop, merge, delay, routing) turn it off: an error
+    # handler made of a noop receives the error document and must not fail because of it.
+    detects_error_output: ClassVar[bool] = True
+
+    def check_config(self, config: Mapping[str, Any]) -> list[str]:
+        """Checks beyond the JSON Schema (expressions that must compile, and so on)."""
+        return []
+
+    def run(self, ctx: Context) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+_registry: dict[str, NodeType] = {}
+_validators: dict[str, Draft202012Validator] = {}
+
+
+def register(cls: type[NodeType]) -> type[NodeType]:
+    Draft202012Validator.check_schema(cls.config_schema)
+    _registry[cls.type] = cls()
+    _validators[cls.type] = Draft202012Validator(cls.config_schema)
+    return cls
+
+
+def get_node_type(name: str) -> NodeType | None:
+    return _registry.get(name)
+
+
+def node_types() -> dict[str, NodeType]:
+    return dict(sorted(_registry.items()))
+
+
+def validate_config(type_name: str, config: Any) -> list[str]:
+    """Every reason ``config`` does not fit ``type_name``, as readable strings."""
+    node_type = _registry.get(type_name)
+    if node_type is None:
+        return [f"unknown node type {type_name!r}"]
+    errors = []
+    for err in sorted(_validators[type_name].iter_errors(config), key=lambda e: list(e.path)):
+        where = "config" + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in err.path)
+        errors.append(f"{where}: {err.message}")
+    if not errors:
+        errors.extend(node_type.check_config(config))
+    return errors

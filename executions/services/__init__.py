@@ -1,0 +1,1 @@
+"""Write-side services (HackSoft style): keyword-only, typed, one per action."""

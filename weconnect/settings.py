@@ -1,0 +1,243 @@
+"""Settings, read from the environment (12-factor). Every variable is listed in README.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from weconnect.env import (
+    env_bool,
+    env_choice,
+    env_database,
+    env_float,
+    env_int,
+    env_list,
+    env_redis_url,
+    env_str,
+    env_timezone,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("WECONNECT_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set unless DEBUG=true")
+    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "executions",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "weconnect.middleware.RequestSizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "weconnect.urls"
+WSGI_APPLICATION = "weconnect.wsgi.application"
+ASGI_APPLICATION = "weconnect.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# Without DATABASE_URL, an SQLite file under var/ in WAL mode with immediate transactions and a
+# busy timeout, so that the web process and several worker processes can all write to it.
+_SQLITE_DEFAULT = {
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": str(VAR_DIR / "weconnect.sqlite3"),
+    "OPTIONS": {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    },
+}
+DATABASES = {"default": env_database("DATABASE_URL", _SQLITE_DEFAULT)}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 600, minimum=0)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_timezone("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Request limits -----------------------------------------------------------------------
+# Bodies over this size answer 413 before anything parses them (weconnect.middleware).
+WECONNECT_MAX_REQUEST_BYTES = env_int("WECONNECT_MAX_REQUEST_BYTES", 2 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = WECONNECT_MAX_REQUEST_BYTES
+
+# --- REST API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its WWW-Authenticate header turns unauthenticated requests into 401s.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "executions.api.pagination.Pagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "EXCEPTION_HANDLER": "executions.api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "WeConnect API",
+    "DESCRIPTION": "Workflow definitions, executions and their node runs.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Redis and Celery ---------------------------------------------------------------------
+REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every Redis key WeConnect itself writes starts with this prefix (locks, counters).
+WECONNECT_KEY_PREFIX = env_str("WECONNECT_KEY_PREFIX", "wc:")
+WECONNECT_QUEUE = env_str("WECONNECT_QUEUE", "weconnect")
+# Redis redelivers an unacknowledged message after this many seconds; node time limits must
+# stay below it, and no countdown is ever longer than WECONNECT_MAX_ETA_SECONDS.
+WECONNECT_VISIBILITY_TIMEOUT = env_int("WECONNECT_VISIBILITY_TIMEOUT", 3600, minimum=60)
+WECONNECT_MAX_ETA_SECONDS = env_int("WECONNECT_MAX_ETA_SECONDS", 60, minimum=0)
+if WECONNECT_MAX_ETA_SECONDS * 2 > WECONNECT_VISIBILITY_TIMEOUT:
+    raise ImproperlyConfigured(
+        "WECONNECT_MAX_ETA_SECONDS must be at most half of WECONNECT_VISIBILITY_TIMEOUT"
+    )
+WECONNECT_MAX_NODE_TIMEOUT = WECONNECT_VISIBILITY_TIMEOUT // 2
+# A running node run whose lease (heartbeat) is older than this is taken as lost.
+WECONNECT_LEASE_SECONDS = env_int("WECONNECT_LEASE_SECONDS", 30, minimum=3)
+WECONNECT_HEARTBEAT_SECONDS = env_float(
+    "WECONNECT_HEARTBEAT_SECONDS", max(1.0, WECONNECT_LEASE_SECONDS / 3), minimum=0.5
+)
+# A node run queued this long without starting is dispatched again by the recovery task.
+WECONNECT_REDISPATCH_AFTER_SECONDS = env_int("WECONNECT_REDISPATCH_AFTER_SECONDS", 30, minimum=1)
+WECONNECT_MAX_REASSIGNMENTS = env_int("WECONNECT_MAX_REASSIGNMENTS", 3, minimum=0)
+WECONNECT_RECOVERY_INTERVAL_SECONDS = env_int("WECONNECT_RECOVERY_INTERVAL_SECONDS", 10, minimum=1)
+WECONNECT_RECOVERY_BATCH = env_int("WECONNECT_RECOVERY_BATCH", 500, minimum=1)
+# Extra modules that register node types of your own (dotted paths, comma separated).
+WECONNECT_NODE_MODULES = env_list("WECONNECT_NODE_MODULES")
+WECONNECT_MAX_OUTPUT_BYTES = env_int("WECONNECT_MAX_OUTPUT_BYTES", 1024 * 1024, minimum=1024)
+WECONNECT_LOCK_TTL_SECONDS = env_int("WECONNECT_LOCK_TTL_SECONDS", 30, minimum=1)
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_TASK_DEFAULT_QUEUE = WECONNECT_QUEUE
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("WECONNECT_PREFETCH_MULTIPLIER", 1, minimum=1)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("WECONNECT_TASK_EVENTS", True)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": WECONNECT_VISIBILITY_TIMEOUT,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "socket_keepalive": True,
+}
+# A prefix for every key the broker writes (queues, the unacked hash), to share a Redis safely.
+if env_str("WECONNECT_BROKER_KEY_PREFIX"):
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env_str("WECONNECT_BROKER_KEY_PREFIX")
+# Publishing never blocks a request for long: a message that cannot be sent is recovered
+# from the database by the recovery task once the broker is back.
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_SOFT_TIME_LIMIT = 600
+CELERY_TASK_TIME_LIMIT = 660
+
+# --- Logging ------------------------------------------------------------------------------
+WECONNECT_LOG_FORMAT = env_choice("WECONNECT_LOG_FORMAT", "text", ("text", "json"))
+WECONNECT_LOG_LEVEL = env_choice(
+    "WECONNECT_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"()": "weconnect.logging.TextFormatter"},
+        "json": {"()": "weconnect.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": WECONNECT_LOG_FORMAT},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "weconnect": {"handlers": ["console"], "level": WECONNECT_LOG_LEVEL, "propagate": False},
+        "celery": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}
+
+# --- Security for non-DEBUG deployments ---------------------------------------------------
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Engine upkeep driven by Beat (stored in django-celery-beat's tables, editable in the admin).
+CELERY_BEAT_SCHEDULE = {
+    "weconnect-recovery": {
+        "task": "weconnect.recovery",
+        "schedule": float(WECONNECT_RECOVERY_INTERVAL_SECONDS),
+        "options": {"expires": WECONNECT_RECOVERY_INTERVAL_SECONDS * 3},
+    },
+}
