@@ -1,6 +1,6 @@
 """Node types: one module per type, each registering itself on import."""
 
-from executions.nodes import noop  # noqa: F401
+from executions.nodes import http_request, noop  # noqa: F401
 from executions.nodes.base import (  # noqa: F401
     Context,
     NodeError,
