@@ -200,3 +200,6 @@ class NodeRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+from executions.credentials.models import Credential  # noqa: E402,F401  (owned by executions)
