@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from weconnect.env import (
@@ -208,6 +210,32 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_SOFT_TIME_LIMIT = 600
 CELERY_TASK_TIME_LIMIT = 660
 
+# --- Credentials and outbound HTTP (docs/security.md) -------------------------------------
+# Fernet keys, comma separated: the first encrypts, every one decrypts (rotation). Without any,
+# DEBUG derives a development key from SECRET_KEY; otherwise using a credential fails, naming
+# this variable, and `manage.py check --deploy` reports it.
+WECONNECT_ENCRYPTION_KEYS = env_list("WECONNECT_ENCRYPTION_KEYS")
+for _key in WECONNECT_ENCRYPTION_KEYS:
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured(
+            "WECONNECT_ENCRYPTION_KEYS holds a value that is not a Fernet key "
+            "(32 url-safe base64-encoded bytes; make one with Fernet.generate_key())"
+        ) from None
+# Cloud metadata and link-local addresses are always refused; this also refuses loopback and
+# private ranges. ALLOW / DENY are CIDR lists; the longest matching prefix wins (ties: DENY).
+WECONNECT_HTTP_DENY_PRIVATE = env_bool("WECONNECT_HTTP_DENY_PRIVATE", False)
+WECONNECT_HTTP_ALLOW = env_list("WECONNECT_HTTP_ALLOW")
+WECONNECT_HTTP_DENY = env_list("WECONNECT_HTTP_DENY")
+for _name in ("WECONNECT_HTTP_ALLOW", "WECONNECT_HTTP_DENY"):
+    for _cidr in globals()[_name]:
+        try:
+            ipaddress.ip_network(_cidr, strict=False)
+        except ValueError as _exc:
+            raise ImproperlyConfigured(f"{_name}: {_cidr!r} is not an IP network: {_exc}") from None
+WECONNECT_HTTP_MAX_REDIRECTS = env_int("WECONNECT_HTTP_MAX_REDIRECTS", 5, minimum=0, maximum=20)
+
 # --- Logging ------------------------------------------------------------------------------
 WECONNECT_LOG_FORMAT = env_choice("WECONNECT_LOG_FORMAT", "text", ("text", "json"))
 WECONNECT_LOG_LEVEL = env_choice(
@@ -220,8 +248,16 @@ LOGGING = {
         "text": {"()": "weconnect.logging.TextFormatter"},
         "json": {"()": "weconnect.logging.JsonFormatter"},
     },
+    "filters": {
+        # Credential values a node run used never reach a log line (docs/security.md).
+        "redact_secrets": {"()": "executions.credentials.redaction.RedactingFilter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": WECONNECT_LOG_FORMAT},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": WECONNECT_LOG_FORMAT,
+            "filters": ["redact_secrets"],
+        },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
