@@ -93,6 +93,10 @@ _SQLITE_DEFAULT = {
     },
 }
 DATABASES = {"default": env_database("DATABASE_URL", _SQLITE_DEFAULT)}
+# django-environ passes an unknown scheme (foo://) through as the ENGINE; refuse it here so the
+# message names the variable instead of failing later on the first query.
+if "." not in DATABASES["default"]["ENGINE"]:
+    raise ImproperlyConfigured(f"DATABASE_URL has an unsupported scheme: {DATABASES['default']['ENGINE']!r}")
 if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 600, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
