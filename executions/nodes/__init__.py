@@ -1,6 +1,17 @@
 """Node types: one module per type, each registering itself on import."""
 
-from executions.nodes import http_request, noop  # noqa: F401
+from executions.nodes import (  # noqa: F401
+    condition,
+    delay,
+    http_request,
+    merge,
+    noop,
+    python,
+    stop_and_error,
+    sub_workflow,
+    switch,
+    transform,
+)
 from executions.nodes.base import (  # noqa: F401
     Context,
     NodeError,

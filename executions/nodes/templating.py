@@ -5,7 +5,9 @@ template, rendered in an immutable sandbox with ``StrictUndefined`` over the nod
 
 - ``input``: the node's input; ``execution_input`` and ``execution.input``: the execution's
   input; ``execution.id`` and ``execution_id``; ``nodes``: outputs of finished upstream nodes
-  by key (loaded only when a template mentions ``nodes``).
+  by key (loaded only when a template mentions ``nodes``); ``credentials.<name>.<field>``:
+  a credential of the workflow's owner, decrypted only when read, its values then redacted
+  from everything the run stores or logs (executions.credentials).
 
 A string that is exactly one ``{{ expression }}`` keeps the expression's JSON type (a number
 stays a number, a list a list); any other template renders to a string. An object of the
@@ -33,6 +35,7 @@ from jinja2 import StrictUndefined, TemplateError, Undefined, meta
 from jinja2 import nodes as jinja_nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from executions.credentials.services import TemplateCredentials
 from executions.nodes.base import Context, NodeType, NonRetryableError
 
 # Repetition and powers are the cheap ways to make a sandboxed expression allocate without
@@ -46,6 +49,13 @@ _SOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Data first: `input.items` is the "items" key of the input, not dict.items (Jinja's
+        # default prefers the attribute, which hides common keys such as items, keys, values).
+        if isinstance(obj, Mapping) and isinstance(attribute, str) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "*":
@@ -97,7 +107,7 @@ def compile_template(source: str) -> _Compiled:
         ast = ENV.parse(source)
         uses_nodes = "nodes" in meta.find_undeclared_variables(ast)
         match = _SOLE_EXPRESSION.match(source)
-        if match and _is_single_output(ast):
+        if match and _is_single_output(ENV.parse(source.strip())):
             expression = ENV.compile_expression(match.group("expr"), undefined_to_none=False)
             return _Compiled(lambda scope: expression(**scope), uses_nodes)
         template = ENV.from_string(source)
@@ -148,6 +158,7 @@ class Scope:
             "execution_input": ctx.execution_input,
             "execution": {"id": ctx.execution_id, "input": ctx.execution_input},
             "execution_id": ctx.execution_id,
+            "credentials": TemplateCredentials(ctx.owner_id),
         }
 
     def variables(self, with_nodes: bool) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Triggers that start executions from outside the API: webhooks and cron schedules."""
