@@ -8,12 +8,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
-
-import pytest
 
 from executions.nodes import NodeError
 
@@ -146,8 +144,8 @@ class LocalServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-@pytest.fixture(scope="module")
-def http_server() -> Iterator[LocalServer]:
+def serve_http() -> Iterator[LocalServer]:
+    """Body of a fixture: a LocalServer serving from a thread until the fixture ends."""
     server = LocalServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
