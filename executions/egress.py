@@ -63,6 +63,7 @@ PRIVATE_RANGES: tuple[str, ...] = (
 )
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=5)
 # Never carried to another origin by a redirect.
 _ORIGIN_BOUND_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
@@ -238,7 +239,7 @@ class EgressTransport(httpx.HTTPTransport):
         resolver: Resolver | None = None,
         inner_backend: httpcore.NetworkBackend | None = None,
         verify: ssl.SSLContext | bool = True,
-        limits: httpx.Limits = httpx.Limits(max_connections=10, max_keepalive_connections=5),
+        limits: httpx.Limits = _LIMITS,
     ):
         ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
         self.backend = GuardedNetworkBackend(policy or EgressPolicy.from_settings(), resolver, inner_backend)
@@ -317,6 +318,7 @@ def send(
     request: httpx.Request,
     *,
     stream: bool = True,
+    follow_redirects: bool = True,
     max_redirects: int | None = None,
     origin_bound_headers: Iterable[str] = (),
 ) -> httpx.Response:
@@ -330,7 +332,11 @@ def send(
     history: list[httpx.Response] = []
     while True:
         response = client.send(request, stream=True, follow_redirects=False)
-        if response.status_code not in _REDIRECTS or "location" not in response.headers:
+        if (
+            not follow_redirects
+            or response.status_code not in _REDIRECTS
+            or "location" not in response.headers
+        ):
             break
         if len(history) >= limit:
             response.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from executions.credentials.services import credential_reference_errors
 from executions.engine.retry import DEFAULT_RETRY
 from executions.graph import CONNECTION_TYPES
 from executions.models import Execution, NodeRun
@@ -57,6 +58,13 @@ class WorkflowInputSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         errors = validate_graph(attrs["nodes"], attrs.get("connections", []))
+        # Credentials named by nodes must be the workflow owner's; the views pass the owner
+        # (without one, a missing credential fails the node when it runs).
+        owner = self.context.get("owner")
+        if owner is not None:
+            missing = credential_reference_errors(owner=owner, nodes=attrs["nodes"])
+            if missing:
+                errors = {**errors, "nodes": [*errors.get("nodes", []), *missing]}
         if errors:
             raise serializers.ValidationError(errors)
         return attrs

@@ -1,11 +1,13 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from executions.api.credentials import CredentialViewSet
 from executions.api.views import ExecutionViewSet, NodeTypeListView, WorkflowViewSet
 
 router = DefaultRouter()
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("executions", ExecutionViewSet, basename="execution")
+router.register("credentials", CredentialViewSet, basename="credential")
 
 urlpatterns = [
     path("node-types/", NodeTypeListView.as_view(), name="node-types"),

@@ -43,14 +43,14 @@ class WorkflowViewSet(
 
     @extend_schema(request=s.WorkflowInputSerializer, responses={201: s.WorkflowOutputSerializer})
     def create(self, request):
-        data = _validated(s.WorkflowInputSerializer, request.data)
+        data = _validated(s.WorkflowInputSerializer, request.data, owner=request.user)
         workflow = workflow_services.workflow_create(owner=request.user, data=data)
         return Response(s.WorkflowOutputSerializer(workflow).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.WorkflowInputSerializer, responses={200: s.WorkflowOutputSerializer})
     def update(self, request, pk=None):
         workflow = self.get_object()
-        data = _validated(s.WorkflowInputSerializer, request.data)
+        data = _validated(s.WorkflowInputSerializer, request.data, owner=workflow.owner)
         workflow = workflow_services.workflow_replace(workflow=workflow, data=data)
         return Response(s.WorkflowOutputSerializer(workflow).data)
 
@@ -133,10 +133,10 @@ class NodeTypeListView(APIView):
         return Response(s.NodeTypeOutputSerializer(data, many=True).data)
 
 
-def _validated(serializer_class, data) -> dict:
+def _validated(serializer_class, data, **context) -> dict:
     if not hasattr(data, "get"):
         raise ValidationError({"non_field_errors": ["expected a JSON object"]})
-    serializer = serializer_class(data=data)
+    serializer = serializer_class(data=data, context=context)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 

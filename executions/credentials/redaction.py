@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -118,6 +119,28 @@ def remember_basic_auth(username: str, password: str) -> None:
     secrets = _current.get()
     if secrets is not None:
         secrets.add_basic_auth(username, password)
+
+
+def redact_outcome(secrets: Secrets, value: Any, failure: BaseException | None) -> tuple[Any, Any]:
+    """Redact what a node run returned or raised, before the runner stores it: a plain output,
+    a Result's output, a Wait's state, and a NodeError's message and details (duck-typed, so
+    this module stays importable before the apps are)."""
+    if failure is not None:
+        message = getattr(failure, "message", None)
+        if isinstance(message, str):
+            failure.message = secrets.redact_text(message)
+        failure.args = tuple(secrets.redact(a) for a in failure.args)
+        if isinstance(getattr(failure, "details", None), dict):
+            failure.details = secrets.redact(failure.details)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = {f.name for f in dataclasses.fields(value)}
+        if "output" in names:
+            value = dataclasses.replace(value, output=secrets.redact(value.output))
+        elif "state" in names:
+            value = dataclasses.replace(value, state=secrets.redact(dict(value.state)))
+    else:
+        value = secrets.redact(value)
+    return value, failure
 
 
 class RedactingFilter(logging.Filter):

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from executions.credentials import redaction
 from executions.engine import dispatch, heartbeat
 from executions.engine.retry import backoff_delay, retry_policy, should_retry
 from executions.engine.scheduler import Finish, node_run_finish
@@ -168,6 +169,10 @@ def node_run_execute(*, execution_id: str, node: str, task_id: str, redelivered:
     )
     failure: NodeError | None = None
     value: Any = None
+    # The values of every credential the node resolves are collected here, redacted from log
+    # lines while it runs, and from its output, error and wait state before they are stored.
+    secrets = redaction.Secrets()
+    secrets_token = redaction.activate(secrets)
     heartbeat.begin(run.id, attempt)
     try:
         if node_type is None:
@@ -184,6 +189,9 @@ def node_run_execute(*, execution_id: str, node: str, task_id: str, redelivered:
         failure = NodeError(str(exc) or type(exc).__name__, error_type=type(exc).__name__)
     finally:
         heartbeat.end()
+        redaction.deactivate(secrets_token)
+    if secrets:
+        value, failure = redaction.redact_outcome(secrets, value, failure)
 
     if failure is not None:
         return _record_failure(execution, graph, run, attempt, failure, fields)

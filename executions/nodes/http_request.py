@@ -1,7 +1,11 @@
 """``http_request``: one HTTP call with httpx.
 
 Every outgoing request is built by :func:`build_client` and sent by :func:`send`; those two
-functions are the single place where egress rules and credentials apply.
+functions are the single place where egress rules and credentials apply. The client connects
+only to addresses the egress policy allows, checked after resolution and on every redirect hop
+(executions.egress); ``credential`` names a credential of the workflow's owner whose header
+(Authorization: Bearer / Basic, or its own header) is added to the request and never follows a
+redirect to another origin (executions.credentials).
 
 Outcomes:
 - 2xx/3xx, and any code listed in ``allowed_status``: the output ``{"statusCode", "headers",
@@ -24,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from executions import egress
+from executions.credentials.services import credential_resolve
 from executions.nodes.base import Context, NodeError, NonRetryableError, register
 from executions.nodes.templating import Scope, TemplatedNodeType
 
@@ -40,14 +46,12 @@ _scalar = {"type": ["string", "number", "boolean"]}
 def build_client(
     *, timeout: float, follow_redirects: bool, ctx: Context | None = None
 ) -> httpx.Client:
-    """The client every request of this node type goes through. ``trust_env`` is off so that
-    proxy variables of the worker's environment do not silently reroute workflow traffic."""
-    return httpx.Client(
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=follow_redirects,
-        max_redirects=10,
-        trust_env=False,
-    )
+    """The client every request of this node type goes through: the egress client, which
+    checks each connection's resolved address and ignores proxy variables of the worker's
+    environment. Redirects are followed by :func:`send`, one checked hop at a time."""
+    client = egress.build_client(timeout=httpx.Timeout(timeout))
+    client.follow_redirects = follow_redirects  # read by send()
+    return client
 
 
 def send(
@@ -57,11 +61,18 @@ def send(
     max_response_bytes: int,
     deadline: float,
     ctx: Context | None = None,
+    origin_bound_headers: tuple[str, ...] = (),
 ) -> tuple[httpx.Response, bytes]:
     """Send ``request`` and read the body, at most ``max_response_bytes`` of it and no later
     than ``deadline`` (a ``time.monotonic()`` value: httpx's timeouts are per read, so a
     server trickling bytes could otherwise hold the node forever)."""
-    response = client.send(request, stream=True)
+    response = egress.send(
+        client,
+        request,
+        stream=True,
+        follow_redirects=client.follow_redirects,
+        origin_bound_headers=origin_bound_headers,
+    )
     try:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_response_bytes:
@@ -175,6 +186,14 @@ class HttpRequest(TemplatedNodeType):
                 "the error connection at once instead of retrying).",
             },
             "follow_redirects": {"type": "boolean", "default": True},
+            "credential": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "Name of a credential of the workflow's owner (/api/credentials/): "
+                "bearer and basic set Authorization, header sets its header; a generic one is "
+                "only read by templates ({{ credentials.<name>.<field> }}).",
+            },
             "max_response_bytes": {
                 "type": "integer",
                 "minimum": 1,
@@ -211,6 +230,13 @@ class HttpRequest(TemplatedNodeType):
         max_bytes = int(config.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES))
         allowed = set(config.get("allowed_status") or ())
         headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
+        origin_bound: tuple[str, ...] = ()
+        if config.get("credential"):
+            applied = credential_resolve(owner_id=ctx.owner_id, name=str(config["credential"])).headers()
+            # The credential's header replaces one of the same name given in config.
+            headers = {k: v for k, v in headers.items() if k.lower() not in {h.lower() for h in applied}}
+            headers.update(applied)
+            origin_bound = tuple(applied)
         query = {
             k: [_query_value(i) for i in v] if isinstance(v, list) else _query_value(v)
             for k, v in (config.get("query") or {}).items()
@@ -230,7 +256,8 @@ class HttpRequest(TemplatedNodeType):
             ) as client:
                 request = client.build_request(method, url, headers=headers, params=query, **body)
                 response, raw = send(
-                    client, request, max_response_bytes=max_bytes, deadline=deadline, ctx=ctx
+                    client, request, max_response_bytes=max_bytes, deadline=deadline, ctx=ctx,
+                    origin_bound_headers=origin_bound,
                 )
         except NodeError:
             raise
