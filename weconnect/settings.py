@@ -214,6 +214,19 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_SOFT_TIME_LIMIT = 600
 CELERY_TASK_TIME_LIMIT = 660
 
+# --- Monitoring ---------------------------------------------------------------------------
+# When set, /monitoring/metrics needs it (Authorization: Bearer <token> or ?token=) and
+# /monitoring/health answers only {"status": ...} without it.
+WECONNECT_MONITORING_TOKEN = env_str("WECONNECT_MONITORING_TOKEN")
+# Each health probe gives up after this long; the whole health answer after the budget.
+WECONNECT_HEALTH_PROBE_TIMEOUT = env_float("WECONNECT_HEALTH_PROBE_TIMEOUT", 0.5, minimum=0.05, maximum=5)
+WECONNECT_HEALTH_BUDGET = env_float("WECONNECT_HEALTH_BUDGET", 0.9, minimum=0.1, maximum=10)
+# Beat is reported silent when the recovery task's last run (PeriodicTask.last_run_at, which
+# Beat writes back every 3 minutes) is older than this many seconds.
+WECONNECT_BEAT_SILENT_AFTER = env_int(
+    "WECONNECT_BEAT_SILENT_AFTER", 180 + WECONNECT_RECOVERY_INTERVAL_SECONDS * 3, minimum=1
+)
+
 # --- Credentials and outbound HTTP (docs/security.md) -------------------------------------
 # Fernet keys, comma separated: the first encrypts, every one decrypts (rotation). Without any,
 # DEBUG derives a development key from SECRET_KEY; otherwise using a credential fails, naming

@@ -31,6 +31,7 @@ from executions.engine.scheduler import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
 from executions.models import Execution, NodeRun
 from executions.states import EXECUTION_ACTIVE, NodeRunStatus
+from monitoring import counters
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -55,6 +56,7 @@ def recovery_run(*, now=None, batch: int | None = None) -> RecoveryReport:
     report.redispatched = _redispatch_due(now, batch)
     reclaimed, lost = _reclaim_expired(now, batch)
     report.reclaimed, report.lost = reclaimed, lost
+    counters.record_recovery(report.as_dict())
     if any(report.as_dict().values()):
         log.info("recovery pass", extra=report.as_dict())
     return report

@@ -28,6 +28,7 @@ from executions.graph import is_error_output
 from executions.models import Execution, NodeRun
 from executions.nodes import Context, NodeError, NodeTimeout, Result, Wait, get_node_type
 from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
+from monitoring import counters
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -84,7 +85,7 @@ def _claim(execution_id: str, node: str, task_id: str, redelivered: bool, now) -
             "id", "node", "attempts", "input", "state", "retry_delays", "reassignments",
             "execution__id", "execution__status", "execution__input", "execution__snapshot_id",
             "execution__depth", "execution__parent_node_run_id", "execution__workflow__owner_id",
-            "execution__workflow__id",
+            "execution__workflow__id", "queued_at", "started_at",
         )
         .get(execution_id=execution_id, node=node)
     )
@@ -203,6 +204,8 @@ def node_run_execute(*, execution_id: str, node: str, task_id: str, redelivered:
     else:
         result = Finish(N.SUCCEEDED, output, branch)
     recorded = node_run_finish(execution=execution, graph=graph, node=node, attempt=attempt, result=result)
+    if recorded:
+        counters.observe_node_run(run=run, node_type=spec.type, status=result.status)
     log.info("node %s", result.status if recorded else "discarded", extra=fields)
     return result.status if recorded else "discarded"
 
@@ -232,6 +235,8 @@ def _record_failure(execution, graph, run: NodeRun, attempt: int, failure: NodeE
                 dispatch.send_on_commit(
                     [dispatch.Dispatch(str(execution.id), run.node, task_id, spec.timeout_seconds, delay)]
                 )
+        if changed:
+            counters.record_retry(spec.type)
         log.warning("node will retry in %.3fs: %s", delay, failure.message, extra=fields)
         return "retrying" if changed else "discarded"
     output = _error_doc(failure, failure.error_type, **failure.details)
@@ -242,6 +247,8 @@ def _record_failure(execution, graph, run: NodeRun, attempt: int, failure: NodeE
         attempt=attempt,
         result=Finish(N.FAILED, output, None, {**output, "attempts": attempt}),
     )
+    if recorded:
+        counters.observe_node_run(run=run, node_type=spec.type, status=N.FAILED)
     log.warning("node failed: %s", failure.message, extra=fields)
     return N.FAILED if recorded else "discarded"
 

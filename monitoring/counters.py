@@ -1,0 +1,210 @@
+"""Counters and histograms that worker processes record in Redis, read at scrape time.
+
+Several processes (web, every worker pool child, Beat) do the work the metrics describe, so an
+in-process prometheus_client registry would show only the slice seen by the process scraped.
+Instead each event is a handful of HINCRBY/HINCRBYFLOAT commands sent as one pipeline (one
+round trip per node run), and ``/monitoring/metrics`` reads the hashes back.
+
+Layout under ``WECONNECT_KEY_PREFIX + "metrics:"``, each a hash:
+- ``node_runs``: field ``<type>|<status>`` -> finished node runs;
+- ``retries``: field ``<type>`` -> retries scheduled;
+- ``duration`` / ``wait``: fields ``<type>|<bucket>`` (non-cumulative bucket counts),
+  ``<type>|sum`` and ``<type>|count``; duration is started -> finished of the attempt that
+  finished the run, wait is queued -> started;
+- ``recovery``: fields ``redispatched``, ``reclaimed``, ``lost``, ``timed_out`` -> what the
+  recovery pass repaired.
+
+Metrics must never break the engine: every Redis error is swallowed (and logged at debug).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import redis
+from django.conf import settings
+from django.utils import timezone
+
+log = logging.getLogger("weconnect.metrics")
+
+# Seconds. Node runs range from a no-op (a millisecond) to an HTTP call or a long job.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    600.0,
+)
+WAIT_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    3600.0,
+)
+_INF = "+Inf"
+
+
+def _key(name: str) -> str:
+    return f"{settings.WECONNECT_KEY_PREFIX}metrics:{name}"
+
+
+def _client() -> redis.Redis:
+    # The engine's client: short socket timeouts, created once per process.
+    from executions.engine.locks import redis_client
+
+    return redis_client()
+
+
+def _bucket(value: float, buckets: tuple[float, ...]) -> str:
+    i = bisect_left(buckets, value)
+    return _INF if i == len(buckets) else repr(buckets[i])
+
+
+def _observe(pipe, name: str, label: str, value: float, buckets: tuple[float, ...]) -> None:
+    key = _key(name)
+    pipe.hincrby(key, f"{label}|{_bucket(value, buckets)}", 1)
+    pipe.hincrbyfloat(key, f"{label}|sum", value)
+    pipe.hincrby(key, f"{label}|count", 1)
+
+
+def _send(fill) -> None:
+    try:
+        pipe = _client().pipeline(transaction=False)
+        fill(pipe)
+        pipe.execute()
+    except Exception as exc:  # Redis down, a timeout, a bad value: metrics are best effort
+        log.debug("metrics not recorded: %r", exc)
+
+
+def _clean(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else max(0.0, value)
+
+
+def record_node_run(
+    node_type: str, status: str, duration_s: float | None, wait_s: float | None
+) -> None:
+    """A node run finished (succeeded or failed): count it and observe its times."""
+    duration, wait = _clean(duration_s), _clean(wait_s)
+
+    def fill(pipe) -> None:
+        pipe.hincrby(_key("node_runs"), f"{node_type}|{status}", 1)
+        if duration is not None:
+            _observe(pipe, "duration", node_type, duration, DURATION_BUCKETS)
+        if wait is not None:
+            _observe(pipe, "wait", node_type, wait, WAIT_BUCKETS)
+
+    _send(fill)
+
+
+def observe_node_run(*, run, node_type: str, status: str) -> None:
+    """``record_node_run`` for a run the runner just finished (as claimed, with ``started_at``
+    being the start of the attempt that finished it).
+
+    The wait (queued -> started) is observed for first attempts only: a later attempt's wait
+    is mostly its retry backoff, which is policy, not queueing. ``queued_at``/``started_at``
+    are read only if the runner loaded them (a deferred field would cost a query on the hot
+    path).
+    """
+    queued, started = run.__dict__.get("queued_at"), run.__dict__.get("started_at")
+    if started is None:
+        record_node_run(node_type, status, None, None)
+        return
+    wait = (
+        (started - queued).total_seconds() if queued and run.__dict__.get("attempts") == 1 else None
+    )
+    record_node_run(node_type, status, (timezone.now() - started).total_seconds(), wait)
+
+
+def record_retry(node_type: str) -> None:
+    _send(lambda pipe: pipe.hincrby(_key("retries"), node_type, 1))
+
+
+def record_redispatch(n: int) -> None:
+    record_recovery({"redispatched": n})
+
+
+def record_recovery(report: Mapping[str, int]) -> None:
+    """A recovery pass's repairs: re-dispatched, reclaimed (lease expired), lost, timed out."""
+    counts = {k: int(v) for k, v in report.items() if v}
+    if counts:
+        _send(lambda pipe: [pipe.hincrby(_key("recovery"), k, v) for k, v in counts.items()])
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+@dataclass
+class Histogram:
+    buckets: list[tuple[str, float]] = field(default_factory=list)  # cumulative, "+Inf" last
+    sum: float = 0.0
+    count: float = 0.0
+
+
+@dataclass
+class Snapshot:
+    node_runs: dict[tuple[str, str], int] = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=dict)
+    recovery: dict[str, int] = field(default_factory=dict)
+    duration: dict[str, Histogram] = field(default_factory=dict)
+    wait: dict[str, Histogram] = field(default_factory=dict)
+
+
+def _histograms(raw: dict[bytes, bytes], buckets: Iterable[float]) -> dict[str, Histogram]:
+    per: dict[str, dict[str, float]] = {}
+    for f, v in raw.items():
+        label, _, part = f.decode().rpartition("|")
+        per.setdefault(label, {})[part] = float(v)
+    out: dict[str, Histogram] = {}
+    bounds = [repr(b) for b in buckets] + [_INF]
+    for label, parts in sorted(per.items()):
+        running, cumulative = 0.0, []
+        for b in bounds:
+            running += parts.get(b, 0.0)
+            cumulative.append((b, running))
+        out[label] = Histogram(cumulative, parts.get("sum", 0.0), parts.get("count", running))
+    return out
+
+
+def read(client: redis.Redis | None = None) -> Snapshot:
+    """All counters in one pipelined round trip. Raises redis errors: the caller decides."""
+    pipe = (client or _client()).pipeline(transaction=False)
+    for name in ("node_runs", "retries", "recovery", "duration", "wait"):
+        pipe.hgetall(_key(name))
+    node_runs, retries, recovery, duration, wait = pipe.execute()
+    snap = Snapshot()
+    for f, v in node_runs.items():
+        node_type, _, status = f.decode().rpartition("|")
+        snap.node_runs[(node_type, status)] = int(v)
+    snap.retries = {f.decode(): int(v) for f, v in retries.items()}
+    snap.recovery = {f.decode(): int(v) for f, v in recovery.items()}
+    snap.duration = _histograms(duration, DURATION_BUCKETS)
+    snap.wait = _histograms(wait, WAIT_BUCKETS)
+    return snap

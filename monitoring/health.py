@@ -1,0 +1,327 @@
+"""The health document behind ``GET /monitoring/health``.
+
+Every probe runs in its own daemon thread with its own short socket timeout, and the answer is
+assembled when all probes are back or the overall budget runs out, whichever comes first. A
+probe still blocked then (a dependency that accepts connections and never answers) is reported
+as timed out and its thread is left to finish on its own: the request never waits for it.
+
+Status:
+- ``down`` (HTTP 503): the database or the broker is unreachable. Nothing can be started or
+  run: the API cannot record an execution and no message reaches a worker.
+- ``degraded`` (HTTP 200): the engine still makes progress, or will once the part is back, but
+  something needs attention: no worker answers the ping, Beat's recovery task has not run
+  recently, Redis for locks and counters is unreachable while the broker is fine (joins fall
+  back to row locks, metrics counters stop), the statistics queries did not finish, or
+  executions are stale (active for longer than WECONNECT_STALE_AFTER).
+- ``ok`` (HTTP 200): all of the above are fine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connections, transaction
+from django.utils import timezone
+from kombu import Connection
+
+Probe = Callable[[], dict[str, Any]]
+
+OK, DEGRADED, DOWN = "ok", "degraded", "down"
+RECOVERY_TASK = "weconnect-recovery"
+# kombu's Redis transport keeps a priority's messages in "<queue>\x06\x16<step>" lists beside
+# the queue's own list (priority 0); a queue's depth is the sum over all of them.
+_PRIORITY_SEPARATOR = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+
+
+def run_concurrently(probes: dict[str, Probe], budget: float) -> dict[str, dict[str, Any]]:
+    """Run each probe in a daemon thread; return what finished within ``budget`` seconds.
+
+    Daemon threads (not an executor) because a probe blocked on a hung socket must neither
+    delay this answer nor keep the process from exiting.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def runner(name: str, probe: Probe) -> None:
+        started = time.perf_counter()
+        try:
+            result = probe()
+        except Exception as exc:  # a probe's failure is its answer
+            result = {"ok": False, "error": _describe(exc)}
+        finally:
+            # Each thread opened its own database connection, if any; close it here.
+            connections.close_all()
+        result.setdefault("latency_ms", round((time.perf_counter() - started) * 1000, 1))
+        with lock:
+            results[name] = result
+            if len(results) == len(probes):
+                done.set()
+
+    for name, probe in probes.items():
+        threading.Thread(
+            target=runner, args=(name, probe), name=f"health-{name}", daemon=True
+        ).start()
+    done.wait(budget)
+    with lock:
+        answered = dict(results)
+    for name in probes:
+        answered.setdefault(name, {"ok": False, "error": f"no answer within {budget:g}s"})
+    return answered
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+def _redis(url: str, timeout: float) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry_on_timeout=False
+    )
+
+
+def queue_names() -> list[str]:
+    from weconnect.celery import app
+
+    names = [app.conf.task_default_queue or settings.WECONNECT_QUEUE]
+    for q in app.conf.task_queues or ():
+        name = getattr(q, "name", q)
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def broker_key_prefix() -> str:
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}
+    return str(options.get("global_keyprefix", ""))
+
+
+def queue_depths(client: redis.Redis, queues: list[str], prefix: str) -> dict[str, int]:
+    """Messages waiting in each broker queue: one pipelined round trip for all of them."""
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        pipe.llen(prefix + q)
+        for step in _PRIORITY_STEPS:
+            pipe.llen(f"{prefix}{q}{_PRIORITY_SEPARATOR}{step}")
+    counts = pipe.execute()
+    per = 1 + len(_PRIORITY_STEPS)
+    return {q: int(sum(counts[i * per : (i + 1) * per])) for i, q in enumerate(queues)}
+
+
+def control_connection(broker_url: str, timeout: float) -> Connection:
+    """A broker connection for one broadcast (ping, inspect) and its replies.
+
+    Its own, never the app's pool: a broadcast that stops listening at its timeout leaves a
+    BRPOP in flight on the connection, and the next broadcast over the same connection would
+    read its answer as the reply to that old command (every other ping came back empty). The
+    short polling interval keeps closing it, which waits for that BRPOP, brief.
+    """
+    from weconnect.celery import app
+
+    options = {
+        **(app.conf.broker_transport_options or {}),
+        "polling_interval": min(0.1, timeout),
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+    }
+    return Connection(broker_url, connect_timeout=timeout, transport_options=options)
+
+
+def stale_after() -> timedelta:
+    value = getattr(settings, "WECONNECT_STALE_AFTER", 24 * 3600)
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+
+
+@dataclass
+class HealthCheck:
+    """The probes, with every address injectable (tests point them at closed or hung ports)."""
+
+    database: str = "default"
+    redis_url: str | None = None
+    broker_url: str | None = None
+    probe_timeout: float | None = None
+    budget: float | None = None
+    queues: list[str] | None = None
+    key_prefix: str | None = None
+    now: datetime | None = None
+    extra: dict[str, Probe] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.redis_url = self.redis_url or settings.REDIS_URL
+        self.broker_url = self.broker_url or settings.CELERY_BROKER_URL
+        self.probe_timeout = self.probe_timeout or settings.WECONNECT_HEALTH_PROBE_TIMEOUT
+        self.budget = self.budget or settings.WECONNECT_HEALTH_BUDGET
+        self.queues = self.queues or queue_names()
+        self.key_prefix = broker_key_prefix() if self.key_prefix is None else self.key_prefix
+
+    # --- probes -------------------------------------------------------------------------
+
+    def _with_statement_timeout(self):
+        conn = connections[self.database]
+        if conn.vendor == "postgresql":
+            with conn.cursor() as cursor:
+                # SET LOCAL: the limit ends with this transaction, never leaks to other work.
+                cursor.execute("SET LOCAL statement_timeout = %s", [int(self.probe_timeout * 1000)])
+
+    def probe_database(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        with transaction.atomic(using=self.database):
+            self._with_statement_timeout()
+            with connections[self.database].cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+    def probe_redis(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        _redis(self.redis_url, self.probe_timeout).ping()
+        return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+    def probe_broker(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            depths = queue_depths(
+                _redis(self.broker_url, self.probe_timeout), self.queues, self.key_prefix
+            )
+            latency = round((time.perf_counter() - started) * 1000, 1)
+            return {"ok": True, "latency_ms": latency, "waiting": depths}
+        with Connection(self.broker_url, connect_timeout=self.probe_timeout) as conn:
+            conn.ensure_connection(max_retries=1, timeout=self.probe_timeout)
+        return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+    def probe_workers(self) -> dict[str, Any]:
+        from weconnect.celery import app
+
+        with control_connection(self.broker_url, self.probe_timeout) as conn:
+            replies = app.control.ping(timeout=self.probe_timeout * 0.8, connection=conn)
+        names = sorted(name for reply in replies or [] for name in reply)
+        return {"ok": bool(names), "online": len(names), "workers": names}
+
+    def probe_beat(self) -> dict[str, Any]:
+        from django_celery_beat.models import PeriodicTask
+
+        with transaction.atomic(using=self.database):
+            self._with_statement_timeout()
+            last = (
+                PeriodicTask.objects.using(self.database)
+                .filter(name=RECOVERY_TASK)
+                .values_list("last_run_at", flat=True)
+                .first()
+            )
+        now = self.now or timezone.now()
+        silent_after = settings.WECONNECT_BEAT_SILENT_AFTER
+        ok = last is not None and (now - last).total_seconds() <= silent_after
+        doc: dict[str, Any] = {"ok": ok, "last_sweep": last.isoformat() if last else None}
+        if not ok:
+            doc["error"] = (
+                f"{RECOVERY_TASK} has never run"
+                if last is None
+                else f"{RECOVERY_TASK} last ran more than {silent_after}s ago"
+            )
+        return doc
+
+    def probe_stats(self) -> dict[str, Any]:
+        from executions.models import Execution, NodeRun
+        from executions.states import ExecutionStatus, NodeRunStatus
+
+        now = self.now or timezone.now()
+        with transaction.atomic(using=self.database):
+            self._with_statement_timeout()
+            executions = Execution.objects.using(self.database)
+            runs = NodeRun.objects.using(self.database)
+            counts = _count_by_status(executions)
+            stale = executions.filter(
+                status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING],
+                created_at__lt=now - stale_after(),
+            ).count()
+            active = runs.filter(status=NodeRunStatus.RUNNING).count()
+            # Failed in the last hour: by finished_at, the moment the run was given up on.
+            failed = runs.filter(
+                status=NodeRunStatus.FAILED, finished_at__gte=now - timedelta(hours=1)
+            ).count()
+        return {
+            "ok": True,
+            "executions": {
+                "running": counts.get(ExecutionStatus.RUNNING, 0),
+                "pending": counts.get(ExecutionStatus.PENDING, 0),
+                "stale": stale,
+            },
+            "active": active,
+            "failed": failed,
+        }
+
+    # --- the document -------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        probes: dict[str, Probe] = {
+            "database": self.probe_database,
+            "redis": self.probe_redis,
+            "broker": self.probe_broker,
+            "workers": self.probe_workers,
+            "beat": self.probe_beat,
+            "stats": self.probe_stats,
+            **self.extra,
+        }
+        results = run_concurrently(probes, self.budget)
+        stats = results.pop("stats")
+        broker = results["broker"]
+        waiting = broker.pop("waiting", None)
+        workers = results["workers"]
+        workers.setdefault("online", 0)
+
+        # All node runs go to the engine's queues; running and failed runs are counted against
+        # the default queue, the one the engine dispatches to.
+        queues: dict[str, dict[str, int | None]] = {}
+        for i, q in enumerate(self.queues):
+            queues[q] = {
+                "waiting": None if waiting is None else waiting.get(q, 0),
+                "active": stats.get("active") if i == 0 else 0,
+                "failed": stats.get("failed") if i == 0 else 0,
+            }
+
+        status = OK
+        if not results["database"]["ok"] or not broker["ok"]:
+            status = DOWN
+        elif not all(r["ok"] for r in results.values()) or not stats.get("ok"):
+            status = DEGRADED
+        elif stats["executions"]["stale"]:
+            status = DEGRADED
+        checks = {name: results[name] for name in probes if name != "stats"}
+        if not stats.get("ok"):
+            checks["statistics"] = stats
+        return {
+            "status": status,
+            "checks": checks,
+            "queues": queues,
+            "executions": stats.get(
+                "executions", {"running": None, "pending": None, "stale": None}
+            ),
+        }
+
+
+def _count_by_status(qs) -> dict[str, int]:
+    from django.db.models import Count
+
+    from executions.states import ExecutionStatus
+
+    rows = (
+        qs.filter(status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING])
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("id"))
+    )
+    return {status: n for status, n in rows}
+
+
+def health_check(**options: Any) -> dict[str, Any]:
+    """The full health document; ``options`` override the addresses and timeouts."""
+    return HealthCheck(**options).run()
