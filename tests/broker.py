@@ -5,6 +5,7 @@ app switched to it and workers started against it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,10 +16,9 @@ from weconnect.celery import app
 
 
 def _reset_app_connections() -> None:
-    # Celery caches its connection and producer pools; drop them so the next publish
-    # connects to the broker now configured.
-    with contextlib.suppress(Exception):
-        app.pool.force_close_all()
+    # Celery caches its connection and producer pools; drop them (without closing: other
+    # objects may still hold the old pool) so the next publish connects to the broker now
+    # configured.
     app._pool = None
     with contextlib.suppress(Exception):
         app.amqp._producer_pool = None
@@ -48,20 +48,27 @@ class PrivateBroker:
 
     def __enter__(self) -> PrivateBroker:
         self.start()
-        self._saved = app.conf.broker_url
-        app.conf.broker_url = self.url
+        # CELERY_BROKER_URL in the environment takes precedence over the configured URL in
+        # Celery's own settings lookup (read and write URLs both fall back to it).
+        self._saved = os.environ.get("CELERY_BROKER_URL")
+        os.environ["CELERY_BROKER_URL"] = self.url
         _reset_app_connections()
         return self
 
     def __exit__(self, *exc) -> None:
         for w in self.workers:
             w.stop()
-        app.conf.broker_url = self._saved
+        if self._saved is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = self._saved
         _reset_app_connections()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def worker(self, name: str, concurrency: int = 2, **env: str) -> WorkerProcess:
-        w = WorkerProcess(concurrency=concurrency, name=name, env={"REDIS_URL": self.url, **env})
+        w = WorkerProcess(
+            concurrency=concurrency, name=name, env={"REDIS_URL": self.url, "CELERY_BROKER_URL": self.url, **env}
+        )
         self.workers.append(w)
         return w

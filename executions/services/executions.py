@@ -149,50 +149,51 @@ def _schedule_deadline_check(execution: Execution) -> None:
         transaction.on_commit(send)
 
 
-def execution_cancel(*, execution: Execution, reason: str = "cancelled by request") -> Execution:
-    """Cancel an active execution: unfinished node runs (running ones too) become
-    ``cancelled``, queued tasks are revoked, and nothing more is scheduled. Raises Conflict when
-    the execution has already finished."""
+def execution_terminate(
+    *, execution_id, status: str, error: dict, now=None, only_if_due: bool = False
+) -> bool:
+    """Stop an active execution with a terminal ``status`` (cancelled, timed_out): unfinished
+    node runs, running ones included, become ``cancelled``, queued tasks are revoked, nothing
+    more is scheduled, and its Redis keys are released. Returns False when it was no longer
+    active (or, with ``only_if_due``, not yet past its deadline)."""
+    now = now or timezone.now()
 
     def work() -> bool:
         with transaction.atomic():
-            return execution_stop(
-                execution.id,
-                status=ExecutionStatus.CANCELLED,
-                error={"message": reason, "type": "Cancelled"},
-                include_running=True,
-            )
+            if only_if_due and not Execution.objects.filter(
+                id=execution_id, status__in=EXECUTION_ACTIVE, deadline_at__lte=now
+            ).exists():
+                return False
+            return execution_stop(execution_id, status=status, error=error, now=now, include_running=True)
 
-    if not retry_on_deadlock(work):
-        execution.refresh_from_db()
-        raise Conflict(f"execution is already {execution.status}")
-    _release_execution_keys(execution.id)
+    stopped = bool(retry_on_deadlock(work))
+    if stopped:
+        _release_execution_keys(execution_id)
+    return stopped
+
+
+def execution_cancel(*, execution: Execution, reason: str = "cancelled by request") -> Execution:
+    """Cancel an active execution. Raises Conflict when it has already finished."""
+    stopped = execution_terminate(
+        execution_id=execution.id,
+        status=ExecutionStatus.CANCELLED,
+        error={"message": reason, "type": "Cancelled"},
+    )
     execution.refresh_from_db()
+    if not stopped:
+        raise Conflict(f"execution is already {execution.status}")
     return execution
 
 
 def execution_time_out_if_due(*, execution_id, now=None) -> bool:
     """Time out an active execution whose deadline has passed."""
-    now = now or timezone.now()
-
-    def work() -> bool:
-        with transaction.atomic():
-            if not Execution.objects.filter(
-                id=execution_id, status__in=EXECUTION_ACTIVE, deadline_at__lte=now
-            ).exists():
-                return False
-            return execution_stop(
-                execution_id,
-                status=ExecutionStatus.TIMED_OUT,
-                error={"message": "execution passed its deadline", "type": "Timeout"},
-                now=now,
-                include_running=True,
-            )
-
-    stopped = retry_on_deadlock(work)
-    if stopped:
-        _release_execution_keys(execution_id)
-    return bool(stopped)
+    return execution_terminate(
+        execution_id=execution_id,
+        status=ExecutionStatus.TIMED_OUT,
+        error={"message": "execution passed its deadline", "type": "Timeout"},
+        now=now,
+        only_if_due=True,
+    )
 
 
 def _release_execution_keys(execution_id) -> None:
