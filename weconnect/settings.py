@@ -174,7 +174,18 @@ WECONNECT_RECOVERY_BATCH = env_int("WECONNECT_RECOVERY_BATCH", 500, minimum=1)
 # Extra modules that register node types of your own (dotted paths, comma separated).
 WECONNECT_NODE_MODULES = env_list("WECONNECT_NODE_MODULES")
 WECONNECT_MAX_OUTPUT_BYTES = env_int("WECONNECT_MAX_OUTPUT_BYTES", 1024 * 1024, minimum=1024)
+# Upkeep: the six-hourly stale sweep and the daily retention pass (monitoring/sweeps.py).
+WECONNECT_STALE_AFTER = env_int("WECONNECT_STALE_AFTER", 24 * 3600, minimum=60)
+WECONNECT_RETENTION_DAYS = env_int("WECONNECT_RETENTION_DAYS", 30, minimum=1)
+WECONNECT_SWEEP_BATCH = env_int("WECONNECT_SWEEP_BATCH", 500, minimum=1)
 WECONNECT_LOCK_TTL_SECONDS = env_int("WECONNECT_LOCK_TTL_SECONDS", 30, minimum=1)
+# Functions the `python` node type may call (dotted paths, comma separated); code never comes
+# from the API, only from this list.
+WECONNECT_PYTHON_NODES = env_list("WECONNECT_PYTHON_NODES")
+# How deep sub-workflows may nest (a workflow calling itself stops here).
+WECONNECT_MAX_SUBWORKFLOW_DEPTH = env_int("WECONNECT_MAX_SUBWORKFLOW_DEPTH", 5, minimum=0)
+# A waiting sub_workflow node also looks at its child this often, should a wake-up be missed.
+WECONNECT_SUBWORKFLOW_POLL_SECONDS = env_int("WECONNECT_SUBWORKFLOW_POLL_SECONDS", 30, minimum=1)
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
