@@ -88,3 +88,15 @@ def test_values_are_read():
     assert result.stdout.strip().split(maxsplit=3) == [
         "12", "False", "django.db.backends.postgresql", "['a.example', 'b.example']"
     ]
+
+
+def test_a_socket_directory_in_the_database_url_is_decoded():
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "d = s.DATABASES['default']; print(d['HOST'], d['NAME'], d['USER'])"
+    )
+    base = {k: v for k, v in os.environ.items() if k not in _CLEARED and not k.startswith("WECONNECT_")}
+    base.update(SECRET_KEY="x" * 50, DATABASE_URL="postgres://postgres@%2Frun%2Fpostgresql/wc")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["/run/postgresql", "wc", "postgres"]

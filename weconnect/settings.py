@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from urllib.parse import unquote
 
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
@@ -97,6 +98,10 @@ DATABASES = {"default": env_database("DATABASE_URL", _SQLITE_DEFAULT)}
 # message names the variable instead of failing later on the first query.
 if "." not in DATABASES["default"]["ENGINE"]:
     raise ImproperlyConfigured(f"DATABASE_URL has an unsupported scheme: {DATABASES['default']['ENGINE']!r}")
+# A socket directory written the libpq way (postgres://user@%2Frun%2Fpostgresql/db) comes back
+# from django-environ still percent-encoded; psycopg needs the plain path.
+if DATABASES["default"].get("HOST", "").lower().startswith("%2f"):
+    DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
 if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 600, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
