@@ -208,3 +208,24 @@ def test_retry_of_running_execution_is_409(api, user):
     wf = make_workflow(user, [node("a")])
     doc = execute(api, wf).json()  # no worker: stays pending
     assert api.post(f"/api/executions/{doc['id']}/retry/", {}, format="json").status_code == 409
+
+
+def test_rolled_back_trigger_leaves_nothing_behind(user):
+    """Dispatch happens after commit: a trigger inside a transaction that rolls back leaves no
+    execution row and sends no message."""
+    import redis
+    from django.db import transaction
+
+    from executions.services.executions import execution_create
+    from tests.broker import PrivateBroker
+
+    wf = make_workflow(user, [node("a")])
+    with PrivateBroker() as broker:
+        client = redis.Redis.from_url(broker.url)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            execution_create(workflow=wf, input={})
+            raise RuntimeError("the caller's transaction fails")
+        assert Execution.objects.count() == 0
+        assert client.dbsize() == 0  # nothing was ever published
+        execution_create(workflow=wf, input={})  # while a committed one is published at once
+        assert client.dbsize() > 0

@@ -169,6 +169,16 @@ def execution_terminate(
     stopped = bool(retry_on_deadlock(work))
     if stopped:
         _release_execution_keys(execution_id)
+        # Sub-workflows started by this execution stop with it.
+        for child in Execution.objects.filter(
+            parent_node_run__execution_id=execution_id, status__in=EXECUTION_ACTIVE
+        ).values_list("id", flat=True):
+            execution_terminate(
+                execution_id=child,
+                status=ExecutionStatus.CANCELLED,
+                error={"message": f"parent execution {execution_id} stopped ({status})", "type": "Cancelled"},
+                now=now,
+            )
     return stopped
 
 
