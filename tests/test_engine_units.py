@@ -1,0 +1,131 @@
+"""Engine pieces checked directly against the real Postgres and Redis (no worker)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from executions.engine.locks import RedisLock, key, redis_client
+from executions.engine.recovery import recovery_run
+from executions.graph import Edge, Graph, NodeSpec, Outcome, decide, find_cycle, is_error_output
+from executions.models import Execution, NodeRun
+from executions.services.executions import execution_create
+from executions.states import NODE_RUN_TRANSITIONS, transition
+from tests.helpers import edge, make_workflow, node
+
+
+def test_redis_lock_is_exclusive_and_released_only_by_its_owner():
+    name = key("test-lock", "x")
+    first, second = RedisLock(name, ttl_seconds=5), RedisLock(name, ttl_seconds=5)
+    assert first.acquire(timeout=0.1)
+    assert not second.acquire(timeout=0.1)
+    second.held = True  # even a confused holder cannot release a lock it does not own
+    second.release()
+    assert redis_client().get(name) == first.token.encode()
+    first.release()
+    assert redis_client().get(name) is None
+    assert second.acquire(timeout=0.1)
+    second.release()
+
+
+def test_redis_lock_expires():
+    name = key("test-lock", "ttl")
+    lock = RedisLock(name, ttl_seconds=1)
+    assert lock.acquire(timeout=0.1)
+    assert 0 < redis_client().pttl(name) <= 1000
+    lock.release()
+
+
+def test_decide_waits_runs_and_skips():
+    g = Graph([NodeSpec("a", "noop"), NodeSpec("b", "noop"), NodeSpec("j", "noop")],
+              [Edge("a", "j"), Edge("b", "j", "error")])
+    assert decide(g, "j", {"a": Outcome("succeeded")}) == ("wait", [])
+    assert decide(g, "j", {"a": Outcome("succeeded"), "b": Outcome("succeeded")}) == ("run", ["a"])
+    assert decide(g, "j", {"a": Outcome("failed"), "b": Outcome("succeeded")}) == ("skip", [])
+    assert decide(g, "j", {"a": Outcome("succeeded"), "b": Outcome("failed")}) == ("run", ["a", "b"])
+    assert decide(g, "j", {"a": Outcome("skipped"), "b": Outcome("skipped")}) == ("skip", [])
+
+
+def test_branch_connections_fire_only_for_their_branch():
+    g = Graph([NodeSpec("r", "condition"), NodeSpec("t", "noop"), NodeSpec("f", "noop")],
+              [Edge("r", "t", branch="true"), Edge("r", "f", branch="false")])
+    out = Outcome("succeeded", "true", {})
+    assert decide(g, "t", {"r": out})[0] == "run"
+    assert decide(g, "f", {"r": out})[0] == "skip"
+
+
+@pytest.mark.parametrize(
+    "output,expected",
+    [
+        ({"error": True}, True), ({"success": False}, True), ({"status": "failed"}, True),
+        ({"statusCode": 404}, True), ({"status_code": 500}, True), ({"statusCode": 399}, False),
+        ({"error": False, "success": True, "status": "ok", "statusCode": 200}, False),
+        ({"statusCode": True}, False), ([{"error": True}], False), ("error", False), (None, False),
+    ],
+)
+def test_error_convention(output, expected):
+    assert is_error_output(output) is expected
+
+
+def test_find_cycle_reports_a_closed_path():
+    assert find_cycle("abc", [("a", "b"), ("b", "c"), ("c", "a")]) == ["a", "b", "c", "a"]
+    assert find_cycle("abcd", [("a", "b"), ("b", "c"), ("a", "c"), ("c", "d")]) is None
+    long = [str(i) for i in range(500)]
+    chain = list(zip(long, long[1:], strict=False))
+    assert find_cycle(long, chain) is None  # no recursion limit on long chains
+    assert find_cycle(long, [*chain, ("499", "250")]) == [str(i) for i in range(250, 500)] + ["250"]
+
+
+def test_transition_table_refuses_leaving_a_terminal_state():
+    with pytest.raises(ValueError):
+        transition(NodeRun.objects.none(), "running", table=NODE_RUN_TRANSITIONS, sources=["succeeded"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_terminal_states_stay_terminal(user):
+    wf = make_workflow(user, [node("a")])
+    ex, _ = execution_create(workflow=wf, input={})
+    run = NodeRun.objects.get(execution=ex)
+    NodeRun.objects.filter(id=run.id).update(status="succeeded")
+    for target in ("queued", "running", "cancelled", "failed", "skipped"):
+        assert transition(NodeRun.objects.filter(id=run.id), target, table=NODE_RUN_TRANSITIONS) == 0
+    assert NodeRun.objects.get(id=run.id).status == "succeeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings):
+    settings.WECONNECT_MAX_REASSIGNMENTS = 2
+    wf = make_workflow(user, [node("a"), node("b")], [edge("a", "b")])
+    ex, _ = execution_create(workflow=wf, input={})
+    past = timezone.now() - timedelta(seconds=5)
+    NodeRun.objects.filter(execution=ex, node="a").update(
+        status="running", attempts=1, started_at=past, lease_expires_at=past, reassignments=1
+    )
+    Execution.objects.filter(id=ex.id).update(status="running")
+    report = recovery_run()
+    assert report.reclaimed == 1 and report.lost == 0
+    run = NodeRun.objects.get(execution=ex, node="a")
+    assert run.status == "queued" and run.reassignments == 2 and run.attempts == 1
+
+    NodeRun.objects.filter(id=run.id).update(status="running", attempts=2, lease_expires_at=past)
+    report = recovery_run()
+    assert report.lost == 1
+    run.refresh_from_db()
+    assert run.status == "failed" and run.output["type"] == "WorkerLost"
+    ex.refresh_from_db()
+    assert ex.status == "failed"  # no error connection: unhandled
+    assert NodeRun.objects.get(execution=ex, node="b").status == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recovery_times_out_executions_past_their_deadline(user):
+    wf = make_workflow(user, [node("a")])
+    ex, _ = execution_create(workflow=wf, input={})
+    Execution.objects.filter(id=ex.id).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    assert recovery_run().timed_out == 1
+    ex.refresh_from_db()
+    assert ex.status == "timed_out"
+    assert NodeRun.objects.get(execution=ex).status == "cancelled"
+    assert recovery_run().timed_out == 0
