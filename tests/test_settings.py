@@ -100,3 +100,14 @@ def test_a_socket_directory_in_the_database_url_is_decoded():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["/run/postgresql", "wc", "postgres"]
+
+
+def test_readme_documents_every_variable_the_settings_read():
+    import re
+
+    source = (ROOT / "weconnect" / "settings.py").read_text()
+    names = set(re.findall(r"""env_[a-z_]+\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+    assert {"DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "WECONNECT_LEASE_SECONDS"} <= names
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", readme, flags=re.M))
+    assert sorted(names - documented) == [], "add these to the configuration table in README.md"
