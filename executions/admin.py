@@ -1,9 +1,34 @@
 from __future__ import annotations
 
+import uuid
+
 from django.contrib import admin, messages
+from django.db.models import F
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from executions.models import Connection, Execution, Node, NodeRun, Workflow, WorkflowVersion
 from executions.services.executions import Conflict, execution_cancel, execution_retry
+from monitoring.graphs import STATUS_COLOURS, graph_svg, timeline_svg
+
+
+def _inline_svg(svg: str) -> SafeString:
+    # Inline in the HTML page: the XML declaration belongs to standalone files only. The SVG
+    # is built by monitoring.graphs, which escapes every text and attribute taken from data.
+    if svg.startswith("<?xml"):
+        svg = svg.split("?>", 1)[1].lstrip()
+    return mark_safe(svg)  # noqa: S308
+
+
+def status_badge(status: str) -> str:
+    colour = STATUS_COLOURS.get(status, STATUS_COLOURS["none"])
+    return format_html(
+        '<span style="background:{};border:1px solid #9ca3af;border-radius:8px;'
+        'padding:1px 8px;white-space:nowrap;color:#111827">{}</span>',
+        colour,
+        status,
+    )
 
 
 class NodeInline(admin.TabularInline):
@@ -32,11 +57,33 @@ class ConnectionInline(admin.TabularInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "version", "is_active", "webhook_enabled", "created_at", "updated_at"]
+    list_display = [
+        "name",
+        "owner",
+        "version",
+        "is_active",
+        "webhook_enabled",
+        "created_at",
+        "updated_at",
+    ]
     list_filter = ["is_active", "webhook_enabled", "owner"]
     search_fields = ["name", "description", "id", "nodes__key"]
     readonly_fields = ["id", "version", "created_at", "updated_at", "webhook_token"]
     inlines = [NodeInline, ConnectionInline]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The edit page, with a picture of the current version's graph."""
+        extra_context = dict(extra_context or {})
+        doc = (
+            WorkflowVersion.objects.filter(workflow_id=object_id, workflow__version=F("version"))
+            .values_list("graph", flat=True)
+            .first()
+            if _is_uuid(object_id)
+            else None
+        )
+        if doc is not None:
+            extra_context["graph_svg"] = _inline_svg(graph_svg(doc))
+        return super().change_view(request, object_id, form_url, extra_context)
 
 
 @admin.register(WorkflowVersion)
@@ -56,8 +103,16 @@ class NodeRunInline(admin.TabularInline):
     model = NodeRun
     extra = 0
     fields = [
-        "node", "node_type", "status", "attempts", "reassignments", "queued_at", "started_at",
-        "finished_at", "duration", "error",
+        "node",
+        "node_type",
+        "status",
+        "attempts",
+        "reassignments",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "error",
     ]
     readonly_fields = fields
     can_delete = False
@@ -76,7 +131,9 @@ def cancel_executions(modeladmin, request, queryset):
     done = 0
     for execution in queryset:
         try:
-            execution_cancel(execution=execution, reason=f"cancelled in the admin by {request.user}")
+            execution_cancel(
+                execution=execution, reason=f"cancelled in the admin by {request.user}"
+            )
             done += 1
         except Conflict:
             pass
@@ -97,8 +154,8 @@ def retry_executions(modeladmin, request, queryset):
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ["id", "workflow", "status", "trigger", "created_at", "duration"]
-    list_filter = ["status", "trigger", "workflow"]
+    list_display = ["id", "workflow", "coloured_status", "trigger", "created_at", "duration"]
+    list_filter = ["status", "trigger", "workflow", "created_at"]
     search_fields = ["id", "workflow__name", "idempotency_key"]
     list_select_related = ["workflow"]
     actions = [cancel_executions, retry_executions]
@@ -111,14 +168,55 @@ class ExecutionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    # Read-only: the engine alone changes executions (cancel and retry go through services).
     def has_change_permission(self, request, obj=None):
-        return request.method in ("GET", "HEAD") and super().has_view_permission(request, obj)
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
     @admin.display(description="duration (s)")
     def duration(self, obj: Execution):
         if obj.started_at and obj.finished_at:
             return round((obj.finished_at - obj.started_at).total_seconds(), 3)
+        if obj.started_at:  # still going: the time so far
+            return format_html("{}…", round((timezone.now() - obj.started_at).total_seconds(), 1))
         return None
+
+    @admin.display(description="status", ordering="status")
+    def coloured_status(self, obj: Execution):
+        return status_badge(obj.status)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The read-only page, with the graph coloured by node-run status and a timeline."""
+        extra_context = dict(extra_context or {})
+        execution = (
+            Execution.objects.filter(pk=object_id).select_related("snapshot").first()
+            if _is_uuid(object_id)
+            else None
+        )
+        if execution is not None:
+            runs = list(
+                execution.node_runs.order_by("queued_at", "id").values(
+                    "node", "status", "attempts", "queued_at", "started_at", "finished_at"
+                )
+            )
+            by_node = {r["node"]: r for r in runs}
+            extra_context["graph_svg"] = _inline_svg(graph_svg(execution.snapshot.graph, by_node))
+            extra_context["timeline_svg"] = _inline_svg(
+                timeline_svg(runs, origin=execution.created_at)
+            )
+            statuses = sorted({r["status"] for r in runs})
+            extra_context["status_colours"] = [(s, STATUS_COLOURS.get(s)) for s in statuses]
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 from executions.credentials.models import Credential  # noqa: E402
