@@ -26,14 +26,20 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line. The formatter's own keys always win: an extra field that
+    would shadow one (``level``, ``ts``...) is kept as ``extra_<name>``."""
+
     def format(self, record: logging.LogRecord) -> str:
         doc = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            **_extras(record),
         }
+        for key, value in _extras(record).items():
+            doc[f"extra_{key}" if key in doc or key in ("exc", "stack") else key] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
         return json.dumps(doc, default=str)
