@@ -33,7 +33,11 @@ def closed_port() -> int:
 
 def test_redis_url_from_the_environment_is_used_as_is(tmp_path):
     choice = devstack.redis_resolve(url="redis://cache.internal:6390/3", workdir=tmp_path)
-    assert (choice.url, choice.source, choice.process) == ("redis://cache.internal:6390/3", "REDIS_URL", None)
+    assert (choice.url, choice.source, choice.process) == (
+        "redis://cache.internal:6390/3",
+        "REDIS_URL",
+        None,
+    )
     assert not (tmp_path / "redis.log").exists()
 
 
@@ -66,7 +70,9 @@ def test_without_a_local_redis_the_bundled_server_is_started_and_stopped(tmp_pat
 
 
 def test_environment_defaults_for_development(tmp_path):
-    env = devstack.stack_environment({"PATH": "/usr/bin"}, var_dir=tmp_path, redis_url="redis://x:1/0")
+    env = devstack.stack_environment(
+        {"PATH": "/usr/bin"}, var_dir=tmp_path, redis_url="redis://x:1/0"
+    )
     assert env["DEBUG"] == "true"
     assert len(env["SECRET_KEY"]) >= 50
     assert (tmp_path / "dev-secret-key").read_text() == env["SECRET_KEY"]
@@ -82,12 +88,23 @@ def test_environment_defaults_for_development(tmp_path):
 
 
 def test_environment_keeps_what_is_set_and_never_invents_a_production_key(tmp_path):
-    base = {"DEBUG": "false", "FLOWER_BASIC_AUTH": "ops:secret", "WEB_BIND": "0.0.0.0:9100", "FLOWER_PORT": "9101"}
+    base = {
+        "DEBUG": "false",
+        "FLOWER_BASIC_AUTH": "ops:secret",
+        "WEB_BIND": "0.0.0.0:9100",
+        "FLOWER_PORT": "9101",
+    }
     env = devstack.stack_environment(base, var_dir=tmp_path, redis_url="redis://x:1/0")
     assert "SECRET_KEY" not in env
     assert not (tmp_path / "dev-secret-key").exists()
-    assert (env["FLOWER_BASIC_AUTH"], env["WEB_BIND"], env["FLOWER_PORT"]) == ("ops:secret", "0.0.0.0:9100", "9101")
-    given = devstack.stack_environment({"SECRET_KEY": "k" * 60}, var_dir=tmp_path, redis_url="redis://x:1/0")
+    assert (env["FLOWER_BASIC_AUTH"], env["WEB_BIND"], env["FLOWER_PORT"]) == (
+        "ops:secret",
+        "0.0.0.0:9100",
+        "9101",
+    )
+    given = devstack.stack_environment(
+        {"SECRET_KEY": "k" * 60}, var_dir=tmp_path, redis_url="redis://x:1/0"
+    )
     assert given["SECRET_KEY"] == "k" * 60
 
 
@@ -149,13 +166,19 @@ def test_examples_load_creates_then_updates_without_duplicating(user, tmp_path, 
 
 @pytest.mark.django_db
 def test_examples_with_unknown_types_or_errors_are_skipped_with_a_warning(user, tmp_path, capsys):
-    write(tmp_path / "a-later.json", {"name": "Later", "nodes": [{"key": "a", "type": "not_yet_a_type"}]})
+    write(
+        tmp_path / "a-later.json",
+        {"name": "Later", "nodes": [{"key": "a", "type": "not_yet_a_type"}]},
+    )
     write(tmp_path / "b-broken.json", "{not json")
-    write(tmp_path / "c-cycle.json", {
-        "name": "Cycle",
-        "nodes": [{"key": "a", "type": "noop"}, {"key": "b", "type": "noop"}],
-        "connections": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"}],
-    })
+    write(
+        tmp_path / "c-cycle.json",
+        {
+            "name": "Cycle",
+            "nodes": [{"key": "a", "type": "noop"}, {"key": "b", "type": "noop"}],
+            "connections": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"}],
+        },
+    )
     write(tmp_path / "d-good.json", {"name": "Good", "nodes": [{"key": "a", "type": "noop"}]})
     loaded = devstack.examples_load(owner=user, directory=tmp_path)
     out = capsys.readouterr().out
@@ -228,18 +251,50 @@ def test_sqlite_default_runs_executions_with_a_multi_process_worker(tmp_path):
         WECONNECT_BROKER_KEY_PREFIX=f"wcsqlite-{run}:",
         WECONNECT_KEY_PREFIX=f"wcsqlite:{run}:",
     )
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
     assert (tmp_path / "weconnect.sqlite3").exists()
     log = open(tmp_path / "worker.log", "wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "weconnect", "worker", "-P", "prefork", "-c", "4",
-         "-Q", env["WECONNECT_QUEUE"], "-n", f"wcsqlite-{run}@localhost", "--without-mingle",
-         "--without-gossip", "-l", "warning"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "weconnect",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "4",
+            "-Q",
+            env["WECONNECT_QUEUE"],
+            "-n",
+            f"wcsqlite-{run}@localhost",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         result = subprocess.run(
-            [sys.executable, "-c", SQLITE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=150
+            [sys.executable, "-c", SQLITE_SCRIPT],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=150,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])

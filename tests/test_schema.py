@@ -27,9 +27,14 @@ def test_schema_is_an_openapi_3_document(client):
     assert schema["info"]["title"] == "WeConnect API"
     paths = schema["paths"]
     for path in (
-        "/api/workflows/", "/api/workflows/{id}/", "/api/workflows/{id}/execute/",
-        "/api/executions/", "/api/executions/{id}/", "/api/executions/{id}/cancel/",
-        "/api/executions/{id}/retry/", "/api/node-types/",
+        "/api/workflows/",
+        "/api/workflows/{id}/",
+        "/api/workflows/{id}/execute/",
+        "/api/executions/",
+        "/api/executions/{id}/",
+        "/api/executions/{id}/cancel/",
+        "/api/executions/{id}/retry/",
+        "/api/node-types/",
     ):
         assert path in paths, sorted(paths)
     assert "patch" not in paths["/api/workflows/{id}/"]
@@ -58,7 +63,10 @@ def test_swagger_ui_uses_the_bundled_files_only(client):
 
 VALID_DOC = {
     "name": "fuzz target",
-    "nodes": [{"key": "a", "type": "noop"}, {"key": "b", "type": "test_behave", "config": {"fail_attempts": 0}}],
+    "nodes": [
+        {"key": "a", "type": "noop"},
+        {"key": "b", "type": "test_behave", "config": {"fail_attempts": 0}},
+    ],
     "connections": [{"source": "a", "target": "b"}],
 }
 
@@ -67,7 +75,10 @@ VALID_DOC = {
 def web_schema(settings):
     from weconnect.wsgi import application
 
-    settings.ALLOWED_HOSTS = ["localhost", "testserver"]  # schemathesis's WSGI client sends Host: localhost
+    settings.ALLOWED_HOSTS = [
+        "localhost",
+        "testserver",
+    ]  # schemathesis's WSGI client sends Host: localhost
     # Like Django's own test client: keep the request cycle from closing the connection that
     # holds this test's transaction.
     request_started.disconnect(close_old_connections)
@@ -113,7 +124,11 @@ def exercise(case, targets) -> None:
         ):
             targets["workflow"], targets["execution"] = targets["make"]()
         if zlib.crc32(str(case.path_parameters["id"]).encode()) % 2 == 0:
-            target = targets["execution"] if case.path.startswith("/api/executions") else targets["workflow"]
+            target = (
+                targets["execution"]
+                if case.path.startswith("/api/executions")
+                else targets["workflow"]
+            )
             case.path_parameters["id"] = str(target.pk)
     response = case.call(headers={"Authorization": f"Token {targets['token']}"})
     assert response.status_code < 500, (
@@ -147,8 +162,15 @@ def test_no_operation_answers_5xx(web_schema, targets):
             run()
         except AssertionError as exc:
             failures.append(str(exc))
-    assert {"GET /api/workflows/", "POST /api/workflows/", "PUT /api/workflows/{id}/",
-            "DELETE /api/workflows/{id}/", "POST /api/workflows/{id}/execute/",
-            "GET /api/executions/", "POST /api/executions/{id}/cancel/",
-            "POST /api/executions/{id}/retry/", "GET /api/node-types/"} <= set(operations), operations
+    assert {
+        "GET /api/workflows/",
+        "POST /api/workflows/",
+        "PUT /api/workflows/{id}/",
+        "DELETE /api/workflows/{id}/",
+        "POST /api/workflows/{id}/execute/",
+        "GET /api/executions/",
+        "POST /api/executions/{id}/cancel/",
+        "POST /api/executions/{id}/retry/",
+        "GET /api/node-types/",
+    } <= set(operations), operations
     assert failures == []

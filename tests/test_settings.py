@@ -16,7 +16,9 @@ _CLEARED = ("DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS",
 
 
 def start(**env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in _CLEARED and not k.startswith("WECONNECT_")}
+    base = {
+        k: v for k, v in os.environ.items() if k not in _CLEARED and not k.startswith("WECONNECT_")
+    }
     base.update(SECRET_KEY="x" * 50, DJANGO_SETTINGS_MODULE="weconnect.settings")
     for key, value in env.items():
         if value is None:
@@ -25,7 +27,11 @@ def start(**env: str) -> subprocess.CompletedProcess:
             base[key] = value
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); print('started')"],
-        cwd=ROOT, env=base, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -43,22 +49,43 @@ def test_defaults_start():
     assert result.stdout.strip() == "started"
 
 
-@pytest.mark.parametrize("env,fragments", [
-    ({"WECONNECT_LEASE_SECONDS": "abc"}, ("WECONNECT_LEASE_SECONDS='abc' is not a whole number",)),
-    ({"WECONNECT_LEASE_SECONDS": "1"}, ("WECONNECT_LEASE_SECONDS=1 is below the minimum of 3",)),
-    ({"WECONNECT_HEARTBEAT_SECONDS": "often"}, ("WECONNECT_HEARTBEAT_SECONDS='often' is not a number",)),
-    ({"DEBUG": "maybe"}, ("DEBUG='maybe' is not a boolean",)),
-    ({"DATABASE_URL": "foo://"}, ("DATABASE_URL has an unsupported scheme: 'foo'",)),
-    ({"DATABASE_URL": "not a url at all"}, ("DATABASE_URL",)),
-    ({"REDIS_URL": "http://127.0.0.1:6379"}, ("REDIS_URL='http://127.0.0.1:6379' must start with redis://",)),
-    ({"TIME_ZONE": "Mars/Olympus"}, ("TIME_ZONE='Mars/Olympus' is not a known time zone",)),
-    ({"WECONNECT_LOG_FORMAT": "xml"}, ("WECONNECT_LOG_FORMAT='xml' must be one of text, json",)),
-    ({"WECONNECT_MAX_REQUEST_BYTES": "10"}, ("WECONNECT_MAX_REQUEST_BYTES=10 is below the minimum of 1024",)),
-    (
-        {"WECONNECT_MAX_ETA_SECONDS": "100", "WECONNECT_VISIBILITY_TIMEOUT": "120"},
-        ("WECONNECT_MAX_ETA_SECONDS must be at most half of WECONNECT_VISIBILITY_TIMEOUT",),
-    ),
-])
+@pytest.mark.parametrize(
+    "env,fragments",
+    [
+        (
+            {"WECONNECT_LEASE_SECONDS": "abc"},
+            ("WECONNECT_LEASE_SECONDS='abc' is not a whole number",),
+        ),
+        (
+            {"WECONNECT_LEASE_SECONDS": "1"},
+            ("WECONNECT_LEASE_SECONDS=1 is below the minimum of 3",),
+        ),
+        (
+            {"WECONNECT_HEARTBEAT_SECONDS": "often"},
+            ("WECONNECT_HEARTBEAT_SECONDS='often' is not a number",),
+        ),
+        ({"DEBUG": "maybe"}, ("DEBUG='maybe' is not a boolean",)),
+        ({"DATABASE_URL": "foo://"}, ("DATABASE_URL has an unsupported scheme: 'foo'",)),
+        ({"DATABASE_URL": "not a url at all"}, ("DATABASE_URL",)),
+        (
+            {"REDIS_URL": "http://127.0.0.1:6379"},
+            ("REDIS_URL='http://127.0.0.1:6379' must start with redis://",),
+        ),
+        ({"TIME_ZONE": "Mars/Olympus"}, ("TIME_ZONE='Mars/Olympus' is not a known time zone",)),
+        (
+            {"WECONNECT_LOG_FORMAT": "xml"},
+            ("WECONNECT_LOG_FORMAT='xml' must be one of text, json",),
+        ),
+        (
+            {"WECONNECT_MAX_REQUEST_BYTES": "10"},
+            ("WECONNECT_MAX_REQUEST_BYTES=10 is below the minimum of 1024",),
+        ),
+        (
+            {"WECONNECT_MAX_ETA_SECONDS": "100", "WECONNECT_VISIBILITY_TIMEOUT": "120"},
+            ("WECONNECT_MAX_ETA_SECONDS must be at most half of WECONNECT_VISIBILITY_TIMEOUT",),
+        ),
+    ],
+)
 def test_a_bad_value_fails_naming_the_variable(env, fragments):
     assert_fails(start(**env), *fragments)
 
@@ -78,15 +105,25 @@ def test_values_are_read():
         "import django; django.setup(); from django.conf import settings as s; "
         "print(s.WECONNECT_LEASE_SECONDS, s.DEBUG, s.DATABASES['default']['ENGINE'], s.ALLOWED_HOSTS)"
     )
-    base = {k: v for k, v in os.environ.items() if k not in _CLEARED and not k.startswith("WECONNECT_")}
+    base = {
+        k: v for k, v in os.environ.items() if k not in _CLEARED and not k.startswith("WECONNECT_")
+    }
     base.update(
-        SECRET_KEY="x" * 50, WECONNECT_LEASE_SECONDS=" 12 ", DEBUG="no",
-        DATABASE_URL="postgres://u:p@db.example:5432/wc", ALLOWED_HOSTS="a.example, b.example",
+        SECRET_KEY="x" * 50,
+        WECONNECT_LEASE_SECONDS=" 12 ",
+        DEBUG="no",
+        DATABASE_URL="postgres://u:p@db.example:5432/wc",
+        ALLOWED_HOSTS="a.example, b.example",
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().split(maxsplit=3) == [
-        "12", "False", "django.db.backends.postgresql", "['a.example', 'b.example']"
+        "12",
+        "False",
+        "django.db.backends.postgresql",
+        "['a.example', 'b.example']",
     ]
 
 
@@ -95,9 +132,13 @@ def test_a_socket_directory_in_the_database_url_is_decoded():
         "import django; django.setup(); from django.conf import settings as s; "
         "d = s.DATABASES['default']; print(d['HOST'], d['NAME'], d['USER'])"
     )
-    base = {k: v for k, v in os.environ.items() if k not in _CLEARED and not k.startswith("WECONNECT_")}
+    base = {
+        k: v for k, v in os.environ.items() if k not in _CLEARED and not k.startswith("WECONNECT_")
+    }
     base.update(SECRET_KEY="x" * 50, DATABASE_URL="postgres://postgres@%2Frun%2Fpostgresql/wc")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["/run/postgresql", "wc", "postgres"]
 

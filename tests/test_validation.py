@@ -56,8 +56,13 @@ def test_unknown_node_type(api):
 def test_config_must_fit_the_type_schema(api):
     doc = workflow_doc([node("a", "test_behave", config={"fail_attempts": -1, "color": "red"})])
     problems = errors_of(post(api, doc))["nodes"]
-    assert any(p.startswith("node 'a': config['fail_attempts']: -1 is less than the minimum of 0") for p in problems)
-    assert any("node 'a'" in p and "'color'" in p and "not allowed" in p for p in problems), problems
+    assert any(
+        p.startswith("node 'a': config['fail_attempts']: -1 is less than the minimum of 0")
+        for p in problems
+    )
+    assert any("node 'a'" in p and "'color'" in p and "not allowed" in p for p in problems), (
+        problems
+    )
 
 
 def test_config_that_fits_is_accepted(api):
@@ -66,7 +71,9 @@ def test_config_that_fits_is_accepted(api):
 
 
 def test_connection_to_a_missing_node(api):
-    errors = errors_of(post(api, workflow_doc([node("a")], [edge("a", "ghost"), edge("nowhere", "a")])))
+    errors = errors_of(
+        post(api, workflow_doc([node("a")], [edge("a", "ghost"), edge("nowhere", "a")]))
+    )
     assert errors["connections"] == [
         "connection 0 (a -> ghost, success): target 'ghost' is not a node of this workflow",
         "connection 1 (nowhere -> a, success): source 'nowhere' is not a node of this workflow",
@@ -75,24 +82,32 @@ def test_connection_to_a_missing_node(api):
 
 def test_self_loop(api):
     errors = errors_of(post(api, workflow_doc([node("a")], [edge("a", "a")])))
-    assert errors["connections"] == ["connection 0 (a -> a, success): a node cannot connect to itself"]
+    assert errors["connections"] == [
+        "connection 0 (a -> a, success): a node cannot connect to itself"
+    ]
 
 
 def test_duplicate_connection(api):
-    doc = workflow_doc([node("a"), node("b")], [edge("a", "b"), edge("a", "b", "error"), edge("a", "b")])
+    doc = workflow_doc(
+        [node("a"), node("b")], [edge("a", "b"), edge("a", "b", "error"), edge("a", "b")]
+    )
     errors = errors_of(post(api, doc))
     assert errors["connections"] == ["connection 2 (a -> b, success): duplicates connection 0"]
 
 
 def test_same_pair_with_different_branches_is_not_a_duplicate(api):
-    doc = workflow_doc([node("a"), node("b")], [edge("a", "b", branch="x"), edge("a", "b", branch="y")])
+    doc = workflow_doc(
+        [node("a"), node("b")], [edge("a", "b", branch="x"), edge("a", "b", branch="y")]
+    )
     assert post(api, doc).status_code == 201
 
 
 def test_error_connection_cannot_carry_a_branch(api):
     doc = workflow_doc([node("a"), node("b")], [edge("a", "b", "error", branch="x")])
     errors = errors_of(post(api, doc))
-    assert errors["connections"] == ["connection 0 (a -> b, error [x]): only success connections can carry a branch"]
+    assert errors["connections"] == [
+        "connection 0 (a -> b, error [x]): only success connections can carry a branch"
+    ]
 
 
 def test_a_workflow_needs_a_node(api):
@@ -106,7 +121,9 @@ def test_nodes_are_required(api):
 
 
 def test_cycle_of_two(api):
-    errors = errors_of(post(api, workflow_doc([node("a"), node("b")], [edge("a", "b"), edge("b", "a")])))
+    errors = errors_of(
+        post(api, workflow_doc([node("a"), node("b")], [edge("a", "b"), edge("b", "a")]))
+    )
     assert errors["connections"] == ["cycle: a -> b -> a"]
 
 
@@ -153,7 +170,14 @@ def test_all_problems_are_reported_at_once(api):
 
 
 def test_field_errors_of_several_nodes_at_once(api):
-    doc = workflow_doc([node("ok"), node("bad key!"), node("x" * 65), {"key": "t", "type": "noop", "timeout_seconds": 0}])
+    doc = workflow_doc(
+        [
+            node("ok"),
+            node("bad key!"),
+            node("x" * 65),
+            {"key": "t", "type": "noop", "timeout_seconds": 0},
+        ]
+    )
     errors = errors_of(post(api, doc))["nodes"]
     # Items are keyed by their index; valid items are left out.
     assert sorted(errors) == ["1", "2", "3"]
@@ -162,7 +186,11 @@ def test_field_errors_of_several_nodes_at_once(api):
 
 def test_replace_is_validated_the_same_way(api):
     created = post(api, workflow_doc([node("a"), node("b")], [edge("a", "b")])).json()
-    response = api.put(f"{URL}{created['id']}/", workflow_doc([node("a"), node("b")], [edge("a", "b"), edge("b", "a")]), format="json")
+    response = api.put(
+        f"{URL}{created['id']}/",
+        workflow_doc([node("a"), node("b")], [edge("a", "b"), edge("b", "a")]),
+        format="json",
+    )
     assert errors_of(response)["connections"] == ["cycle: a -> b -> a"]
     assert Workflow.objects.get(id=created["id"]).version == 1
 
@@ -193,11 +221,14 @@ def test_name_is_required(api):
     assert errors["name"] == ["This field is required."]
 
 
-@pytest.mark.parametrize("value,message", [
-    (0, "Ensure this value is greater than or equal to 1."),
-    (86401, "Ensure this value is less than or equal to 86400."),
-    ("soon", "A valid integer is required."),
-])
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        (0, "Ensure this value is greater than or equal to 1."),
+        (86401, "Ensure this value is less than or equal to 86400."),
+        ("soon", "A valid integer is required."),
+    ],
+)
 def test_workflow_timeout_seconds_bounds(api, value, message):
     errors = errors_of(post(api, workflow_doc([node("a")], timeout_seconds=value)))
     assert errors["timeout_seconds"] == [message]
@@ -207,12 +238,16 @@ def test_node_timeout_above_half_the_visibility_timeout(api, settings):
     limit = settings.WECONNECT_MAX_NODE_TIMEOUT
     assert post(api, workflow_doc([node("a", timeout_seconds=limit)])).status_code == 201
     errors = errors_of(post(api, workflow_doc([node("a", timeout_seconds=limit + 1)])))
-    assert errors["nodes"]["0"]["timeout_seconds"] == [f"must be at most {limit} (half the broker visibility timeout)"]
+    assert errors["nodes"]["0"]["timeout_seconds"] == [
+        f"must be at most {limit} (half the broker visibility timeout)"
+    ]
 
 
 def test_max_retries_above_10(api):
     errors = errors_of(post(api, workflow_doc([node("a", retry={"max_retries": 11})])))
-    assert errors["nodes"]["0"]["retry"]["max_retries"] == ["Ensure this value is less than or equal to 10."]
+    assert errors["nodes"]["0"]["retry"]["max_retries"] == [
+        "Ensure this value is less than or equal to 10."
+    ]
 
 
 def test_negative_backoff(api):
@@ -252,29 +287,37 @@ def test_oversized_body_is_413(api):
 
 
 def test_body_over_the_default_limit_is_413(api, settings):
-    body = json.dumps(workflow_doc([node("a")], description="x" * settings.WECONNECT_MAX_REQUEST_BYTES))
+    body = json.dumps(
+        workflow_doc([node("a")], description="x" * settings.WECONNECT_MAX_REQUEST_BYTES)
+    )
     response = api.post(URL, body, content_type="application/json")
     assert response.status_code == 413
     assert not Workflow.objects.exists()
 
 
-@pytest.mark.parametrize("doc,field", [
-    ({"name": "w", "nodes": "x"}, "nodes"),
-    ({"name": "w", "nodes": {"key": "a"}}, "nodes"),
-    ({"name": "w", "nodes": [1, "two"]}, "nodes"),
-    ({"name": "w", "nodes": [{"key": "a", "type": "noop", "config": "x"}]}, "nodes"),
-    ({"name": "w", "nodes": [{"key": "a", "type": "noop", "config": [1]}]}, "nodes"),
-    ({"name": "w", "nodes": [{"key": "a", "type": "noop", "retry": "fast"}]}, "nodes"),
-    ({"name": "w", "nodes": [{"key": 5, "type": ["noop"]}]}, "nodes"),
-    ({"name": "w", "nodes": [{"key": None, "type": None}]}, "nodes"),
-    ({"name": "w", "nodes": [node("a")], "connections": "x"}, "connections"),
-    ({"name": "w", "nodes": [node("a")], "connections": [None]}, "connections"),
-    ({"name": "w", "nodes": [node("a")], "connections": [{"source": {}, "target": []}]}, "connections"),
-    ({"name": ["w"], "nodes": [node("a")]}, "name"),
-    ({"name": "w", "nodes": [node("a")], "is_active": "maybe"}, "is_active"),
-    ({"name": "w", "nodes": [node("a")], "timeout_seconds": None}, "timeout_seconds"),
-    ({"name": "w", "nodes": [node("a")], "description": None}, "description"),
-])
+@pytest.mark.parametrize(
+    "doc,field",
+    [
+        ({"name": "w", "nodes": "x"}, "nodes"),
+        ({"name": "w", "nodes": {"key": "a"}}, "nodes"),
+        ({"name": "w", "nodes": [1, "two"]}, "nodes"),
+        ({"name": "w", "nodes": [{"key": "a", "type": "noop", "config": "x"}]}, "nodes"),
+        ({"name": "w", "nodes": [{"key": "a", "type": "noop", "config": [1]}]}, "nodes"),
+        ({"name": "w", "nodes": [{"key": "a", "type": "noop", "retry": "fast"}]}, "nodes"),
+        ({"name": "w", "nodes": [{"key": 5, "type": ["noop"]}]}, "nodes"),
+        ({"name": "w", "nodes": [{"key": None, "type": None}]}, "nodes"),
+        ({"name": "w", "nodes": [node("a")], "connections": "x"}, "connections"),
+        ({"name": "w", "nodes": [node("a")], "connections": [None]}, "connections"),
+        (
+            {"name": "w", "nodes": [node("a")], "connections": [{"source": {}, "target": []}]},
+            "connections",
+        ),
+        ({"name": ["w"], "nodes": [node("a")]}, "name"),
+        ({"name": "w", "nodes": [node("a")], "is_active": "maybe"}, "is_active"),
+        ({"name": "w", "nodes": [node("a")], "timeout_seconds": None}, "timeout_seconds"),
+        ({"name": "w", "nodes": [node("a")], "description": None}, "description"),
+    ],
+)
 def test_wrong_types_are_400_naming_the_field(api, doc, field):
     errors = errors_of(post(api, doc))
     assert field in errors, errors
@@ -298,7 +341,12 @@ def test_find_cycle_none_for_acyclic_graphs():
 
 def test_find_cycle_returns_a_closed_path():
     assert find_cycle("ab", [("a", "b"), ("b", "a")]) == ["a", "b", "a"]
-    assert find_cycle("sabc", [("s", "a"), ("a", "b"), ("b", "c"), ("c", "a")]) == ["a", "b", "c", "a"]
+    assert find_cycle("sabc", [("s", "a"), ("a", "b"), ("b", "c"), ("c", "a")]) == [
+        "a",
+        "b",
+        "c",
+        "a",
+    ]
     assert find_cycle("a", [("a", "a")]) == ["a", "a"]
 
 

