@@ -298,7 +298,8 @@ def _redirect_request(
         method = "GET"
     keep_body = method == request.method and status in (307, 308)
     headers = httpx.Headers(request.headers)
-    headers.pop("host", None)  # set again from the new URL
+    # A request built with stream= gets no automatic headers, so Host is set here.
+    headers["Host"] = url.netloc.decode("ascii")
     if not keep_body:
         for name in ("content-length", "content-type", "transfer-encoding"):
             headers.pop(name, None)

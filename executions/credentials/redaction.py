@@ -45,7 +45,14 @@ class Secrets:
         for value in values:
             if not isinstance(value, str) or not value:
                 continue
-            forms = {value, json.dumps(value)[1:-1], quote(value, safe=""), quote_plus(value)}
+            forms = {
+                value,
+                json.dumps(value)[1:-1],
+                quote(value, safe=""),
+                quote(value, safe="/"),  # Jinja's urlencode filter
+                quote_plus(value),
+                quote_plus(value, safe="/"),
+            }
             self._values.update(f for f in forms if f)
         self._ordered = None
 

@@ -254,7 +254,9 @@ class HttpRequest(TemplatedNodeType):
             with build_client(
                 timeout=timeout, follow_redirects=config.get("follow_redirects", True), ctx=ctx
             ) as client:
-                request = client.build_request(method, url, headers=headers, params=query, **body)
+                # httpx 0.28 replaces a URL's own query string with params=; merge instead.
+                target = httpx.URL(url).copy_merge_params(query) if query else url
+                request = client.build_request(method, target, headers=headers, **body)
                 response, raw = send(
                     client, request, max_response_bytes=max_bytes, deadline=deadline, ctx=ctx,
                     origin_bound_headers=origin_bound,
