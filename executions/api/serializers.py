@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.urls import reverse
 from rest_framework import serializers
 
 from executions.credentials.services import credential_reference_errors
 from executions.engine.retry import DEFAULT_RETRY
 from executions.graph import CONNECTION_TYPES
 from executions.models import Execution, NodeRun
+from executions.triggers.schedules import check_timezone, cron_fields
 from executions.validation import validate_graph
 
 
@@ -47,12 +49,31 @@ class ConnectionInputSerializer(serializers.Serializer):
     branch = serializers.CharField(max_length=64, required=False, allow_null=True, default=None)
 
 
+class ScheduleInputSerializer(serializers.Serializer):
+    cron = serializers.CharField(max_length=200)
+    timezone = serializers.CharField(max_length=64, default="UTC")
+
+    def validate_cron(self, value: str) -> str:
+        try:
+            cron_fields(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value.strip()
+
+    def validate_timezone(self, value: str) -> str:
+        try:
+            return check_timezone(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
 class WorkflowInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(allow_blank=True, default="", max_length=10000)
     is_active = serializers.BooleanField(default=True)
     timeout_seconds = serializers.IntegerField(min_value=1, max_value=86400, default=3600)
     webhook_enabled = serializers.BooleanField(default=False)
+    schedule = ScheduleInputSerializer(required=False, allow_null=True, default=None)
     nodes = NodeInputSerializer(many=True, allow_empty=True, max_length=1000)
     connections = ConnectionInputSerializer(many=True, default=list, max_length=5000)
 
@@ -95,6 +116,8 @@ class WorkflowOutputSerializer(serializers.Serializer):
     version = serializers.IntegerField()
     owner = serializers.IntegerField(source="owner_id")
     webhook_enabled = serializers.BooleanField()
+    webhook_url = serializers.SerializerMethodField()
+    schedule = serializers.JSONField(allow_null=True)
     nodes = serializers.SerializerMethodField()
     connections = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -106,6 +129,14 @@ class WorkflowOutputSerializer(serializers.Serializer):
             graph = obj.versions.get(version=obj.version).graph
             obj.graph = graph
         return graph
+
+    def get_webhook_url(self, obj) -> str | None:
+        # The URL only: the token is shown once, by the rotate endpoint.
+        if not obj.webhook_enabled:
+            return None
+        path = reverse("webhook", kwargs={"workflow_id": obj.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
 
     def get_nodes(self, obj) -> list[dict]:
         return NodeOutputSerializer(self._graph(obj)["nodes"], many=True).data
@@ -172,3 +203,8 @@ class NodeTypeOutputSerializer(serializers.Serializer):
     type = serializers.CharField()
     description = serializers.CharField()
     config_schema = serializers.DictField()
+
+
+class WebhookTokenOutputSerializer(serializers.Serializer):
+    webhook_token = serializers.CharField()
+    webhook_url = serializers.CharField()

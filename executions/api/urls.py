@@ -2,6 +2,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from executions.api.credentials import CredentialViewSet
+from executions.api.triggers import WebhookView
 from executions.api.views import ExecutionViewSet, NodeTypeListView, WorkflowViewSet
 
 router = DefaultRouter()
@@ -11,5 +12,6 @@ router.register("credentials", CredentialViewSet, basename="credential")
 
 urlpatterns = [
     path("node-types/", NodeTypeListView.as_view(), name="node-types"),
+    path("hooks/<str:workflow_id>/", WebhookView.as_view(), name="webhook"),
     path("", include(router.urls)),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -18,6 +19,7 @@ from executions.nodes import node_types
 from executions.services import workflows as workflow_services
 from executions.services.executions import Conflict, execution_cancel, execution_create, execution_retry
 from executions.states import ExecutionStatus, Trigger
+from executions.triggers.webhooks import webhook_token_rotate
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -45,14 +47,17 @@ class WorkflowViewSet(
     def create(self, request):
         data = _validated(s.WorkflowInputSerializer, request.data, owner=request.user)
         workflow = workflow_services.workflow_create(owner=request.user, data=data)
-        return Response(s.WorkflowOutputSerializer(workflow).data, status=status.HTTP_201_CREATED)
+        return Response(
+            s.WorkflowOutputSerializer(workflow, context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
+        )
 
     @extend_schema(request=s.WorkflowInputSerializer, responses={200: s.WorkflowOutputSerializer})
     def update(self, request, pk=None):
         workflow = self.get_object()
         data = _validated(s.WorkflowInputSerializer, request.data, owner=workflow.owner)
         workflow = workflow_services.workflow_replace(workflow=workflow, data=data)
-        return Response(s.WorkflowOutputSerializer(workflow).data)
+        return Response(s.WorkflowOutputSerializer(workflow, context={"request": request}).data)
 
     def perform_destroy(self, instance):
         workflow_services.workflow_delete(workflow=instance)
@@ -78,6 +83,16 @@ class WorkflowViewSet(
             execution_document(execution),
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
         )
+
+
+    @extend_schema(request=None, responses={200: s.WebhookTokenOutputSerializer})
+    @action(detail=True, methods=["post"], url_path="webhook-token")
+    def webhook_token(self, request, pk=None):
+        """A new webhook token (the old one stops working); the only place a token is shown."""
+        workflow = self.get_object()
+        token = webhook_token_rotate(workflow=workflow)
+        url = request.build_absolute_uri(reverse("webhook", kwargs={"workflow_id": workflow.pk}))
+        return Response({"webhook_token": token, "webhook_url": url})
 
 
 class ExecutionFilterSerializer(serializers.Serializer):

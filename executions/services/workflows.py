@@ -117,13 +117,21 @@ def workflow_replace(*, workflow: Workflow, data: dict[str, Any]) -> Workflow:
 
 @transaction.atomic
 def workflow_delete(*, workflow: Workflow) -> None:
+    pk = workflow.pk
     workflow.delete()
+    workflow.pk = pk  # delete() clears the pk; the hook finds the schedule by it
     _after_delete(workflow)
 
 
 def _after_save(workflow: Workflow) -> None:
     """Hook for triggers that live outside the workflow rows (schedules)."""
+    from executions.triggers.schedules import schedule_sync
+
+    schedule_sync(workflow=workflow)
 
 
 def _after_delete(workflow: Workflow) -> None:
     """Hook for triggers that live outside the workflow rows (schedules)."""
+    from executions.triggers.schedules import schedule_remove
+
+    schedule_remove(workflow_id=workflow.pk)
