@@ -384,3 +384,24 @@ def test_admin_shows_credentials_without_secrets(client, django_user_model, user
     for page in (listing, detail):
         body = page.content.decode()
         assert "gh" in body and SECRET not in body and raw_secret_column(cred.pk) not in body
+
+
+def test_api_without_keys_is_503_naming_the_variable(api, settings):
+    settings.WECONNECT_ENCRYPTION_KEYS = []
+    settings.DEBUG = False
+    r = create(api)
+    assert r.status_code == 503
+    assert "WECONNECT_ENCRYPTION_KEYS" in r.json()["detail"]
+    assert not Credential.objects.exists()
+
+
+def test_deploy_check_reports_missing_keys(settings):
+    from django.core.checks import run_checks
+
+    settings.WECONNECT_ENCRYPTION_KEYS = []
+    settings.DEBUG = False
+    ids = {m.id for m in run_checks(include_deployment_checks=True, tags=["security"])}
+    assert "weconnect.E001" in ids
+    settings.WECONNECT_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    ids = {m.id for m in run_checks(include_deployment_checks=True, tags=["security"])}
+    assert not ids & {"weconnect.E001", "weconnect.W001"}

@@ -174,3 +174,17 @@ def test_egress_refusals_fail_the_node_without_retry(worker, user, http_server):
         assert r.error["type"] == "EgressDenied"
         assert "169.254.0.0/16" in r.error["message"] and "169.254.0.0/16" in r.error["rule"]
     assert http_server.recorder.paths() == ["/redirect"]  # the first hop was allowed
+
+
+def test_sub_workflow_input_built_from_a_credential_is_redacted(worker, user, secrets):
+    from executions.models import Execution
+
+    child = make_workflow(user, [node("echo", "noop")], name="child")
+    parent = make_workflow(user, [node("call", "sub_workflow", config={
+        "workflow": str(child.id), "input": {"auth": "Bearer {{ credentials.bt.token }}"}})])
+    ex = run(parent)
+    assert ex.status == "succeeded", ex.error
+    child_ex = Execution.objects.get(workflow=child)
+    assert child_ex.input == {"auth": "Bearer ***"}
+    assert ex.output == {"call": {"echo": {"auth": "Bearer ***"}}}
+    assert secrets["token"] not in stored_text(ex) + stored_text(child_ex)

@@ -7,13 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 
 from executions.credentials import services
 from executions.credentials.models import Credential
+
+
+class EncryptionUnavailable(APIException):
+    """No encryption key is configured: the server's problem, not the request's."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "encryption_unavailable"
 
 
 class CredentialInputSerializer(serializers.Serializer):
@@ -95,6 +103,8 @@ class CredentialViewSet(
             )
         except services.CredentialNameTaken as exc:
             raise ValidationError({"name": [str(exc)]}) from None
+        except ImproperlyConfigured as exc:
+            raise EncryptionUnavailable(str(exc)) from None
         return Response(CredentialOutputSerializer(credential).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -112,6 +122,8 @@ class CredentialViewSet(
             )
         except services.CredentialNameTaken as exc:
             raise ValidationError({"name": [str(exc)]}) from None
+        except ImproperlyConfigured as exc:
+            raise EncryptionUnavailable(str(exc)) from None
         except services.CredentialInUse as exc:
             return _in_use(exc, "renamed")
         return Response(CredentialOutputSerializer(credential).data)

@@ -115,6 +115,13 @@ def current() -> Secrets | None:
     return _current.get()
 
 
+def redact_current(value: Any) -> Any:
+    """``value`` redacted with the active scope's secrets (unchanged outside a scope), for what
+    a run stores elsewhere, such as a sub-workflow's input."""
+    secrets = _current.get()
+    return secrets.redact(value) if secrets else value
+
+
 def remember(values: Iterable[str]) -> None:
     """Record secret values in the active scope, if any (a credential just resolved)."""
     secrets = _current.get()

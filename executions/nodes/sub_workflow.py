@@ -60,6 +60,7 @@ class SubWorkflow(TemplatedNodeType):
         return self._outcome(child)
 
     def execute(self, ctx: Context, config: dict[str, Any], scope: Scope) -> Any:
+        from executions.credentials import redaction
         from executions.models import Workflow
         from executions.services.executions import execution_create
         from executions.states import Trigger
@@ -81,7 +82,9 @@ class SubWorkflow(TemplatedNodeType):
             raise NonRetryableError(
                 f"workflow {workflow.id} is inactive", error_type="SubWorkflowInactive"
             )
-        child_input = config["input"] if "input" in config else ctx.input
+        # A secret a template read stays in this run: the child's stored input is redacted like
+        # everything else the run stores (the child can name the credential itself).
+        child_input = redaction.redact_current(config["input"] if "input" in config else ctx.input)
         child, _ = execution_create(
             workflow=workflow,
             input=child_input,
