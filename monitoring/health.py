@@ -12,7 +12,8 @@ Status:
   something needs attention: no worker answers the ping, Beat's recovery task has not run
   recently, Redis for locks and counters is unreachable while the broker is fine (joins fall
   back to row locks, metrics counters stop), the statistics queries did not finish, or
-  executions are stale (active for longer than WECONNECT_STALE_AFTER).
+  executions are stale (active for longer than WECONNECT_STALE_AFTER, as the stale sweep
+  counts it).
 - ``ok`` (HTTP 200): all of the above are fine.
 """
 
@@ -141,6 +142,22 @@ def stale_after() -> timedelta:
     return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
 
 
+def count_stale(executions, now: datetime) -> int:
+    """Active executions older than WECONNECT_STALE_AFTER, measured as the stale sweep
+    (monitoring.sweeps) measures them: from the start, or the creation if never started."""
+    from django.db.models import F
+    from django.db.models.functions import Coalesce
+
+    from executions.states import EXECUTION_ACTIVE
+
+    return (
+        executions.filter(status__in=list(EXECUTION_ACTIVE))
+        .annotate(since=Coalesce(F("started_at"), F("created_at")))
+        .filter(since__lt=now - stale_after())
+        .count()
+    )
+
+
 @dataclass
 class HealthCheck:
     """The probes, with every address injectable (tests point them at closed or hung ports)."""
@@ -239,10 +256,7 @@ class HealthCheck:
             executions = Execution.objects.using(self.database)
             runs = NodeRun.objects.using(self.database)
             counts = _count_by_status(executions)
-            stale = executions.filter(
-                status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING],
-                created_at__lt=now - stale_after(),
-            ).count()
+            stale = count_stale(executions, now)
             active = runs.filter(status=NodeRunStatus.RUNNING).count()
             # Failed in the last hour: by finished_at, the moment the run was given up on.
             failed = runs.filter(

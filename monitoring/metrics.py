@@ -38,10 +38,10 @@ from monitoring.health import (
     _redis,
     broker_key_prefix,
     control_connection,
+    count_stale,
     queue_depths,
     queue_names,
     run_concurrently,
-    stale_after,
 )
 
 RECENT_FAILURES = 20
@@ -68,9 +68,7 @@ def database_figures(*, now=None, timeout: float = 2.0) -> dict[str, Any]:
         executions = dict(
             Execution.objects.order_by().values_list("status").annotate(n=Count("id"))
         )
-        stale = Execution.objects.filter(
-            status__in=active, created_at__lt=now - stale_after()
-        ).count()
+        stale = count_stale(Execution.objects.all(), now)
         node_runs = {
             (t, s): n
             for t, s, n in NodeRun.objects.order_by()
