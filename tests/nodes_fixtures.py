@@ -108,6 +108,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "plain text, ünïcode".encode(), "text/plain; charset=utf-8")
         elif name == "bad-json":
             self._send(200, b"{not json", "application/json")
+        elif name == "nan-json":
+            self._send(200, b'{"a": NaN}', "application/json")
+        elif name == "nul-json":
+            self._send(200, b'{"a": "x\\u0000y"}', "application/json")
+        elif name == "nul-text":
+            self._send(200, b"a\x00b", "application/octet-stream")
         elif name == "big":  # /big/<bytes>, without Content-Length: must be cut while streaming
             size = int(parts[1])
             self.send_response(200)

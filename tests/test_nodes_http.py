@@ -110,6 +110,9 @@ def test_json_text_and_request_building(worker, user, http_server):
             ),
             http_node("text", url=f"{http_server.base}/text"),
             http_node("badjson", url=f"{http_server.base}/bad-json"),
+            http_node("nanjson", url=f"{http_server.base}/nan-json"),
+            http_node("nuljson", url=f"{http_server.base}/nul-json"),
+            http_node("nultext", url=f"{http_server.base}/nul-text"),
         ],
     )
     ex = run(wf, {"id": 7, "tag": "t1", "items": [{"sku": "A"}, {"sku": "B"}]})
@@ -126,6 +129,10 @@ def test_json_text_and_request_building(worker, user, http_server):
     assert form["content_type"] == "application/x-www-form-urlencoded"
     assert runs["text"].output["body"] == "plain text, ünïcode"
     assert runs["badjson"].output["body"] == "{not json"
+    # What PostgreSQL's jsonb cannot store never reaches it: NaN stays text, NUL becomes U+FFFD.
+    assert runs["nanjson"].output["body"] == '{"a": NaN}'
+    assert runs["nuljson"].output["body"] == {"a": "x\ufffdy"}
+    assert runs["nultext"].output["body"] == "a\ufffdb"
 
 
 def test_body_cap_fails_without_retry(worker, user, http_server):

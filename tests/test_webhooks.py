@@ -91,6 +91,9 @@ def test_inactive_workflow_is_409(hooked, api):
         (b'"text"', "application/json", "must be a JSON object, not str"),
         (b"a=1&b=2", "application/x-www-form-urlencoded", "not valid JSON"),
         (b"\xff\xfe", "application/json", "not valid JSON"),
+        (b'{"n": NaN}', "application/json", "NaN is not valid JSON"),
+        (b'{"a": ' * 5000 + b"1" + b"}" * 5000, "application/json", "nested too deeply"),
+        (b'{"a": "x\\u0000y"}', "application/json", "NUL character"),
     ],
 )
 def test_bad_bodies_are_400_naming_the_body(hooked, body, content_type, reason):

@@ -34,6 +34,10 @@ _accepted = inline_serializer(
 )
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
 class WebhookView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -79,13 +83,19 @@ class WebhookView(APIView):
             payload = {}
         else:
             try:
-                payload = json.loads(body)
+                payload = json.loads(body, parse_constant=_refuse_constant)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise ValidationError({"body": [f"is not valid JSON: {exc}"]}) from None
+            except RecursionError:
+                raise ValidationError({"body": ["is nested too deeply"]}) from None
             if not isinstance(payload, dict):
                 raise ValidationError(
                     {"body": [f"must be a JSON object, not {type(payload).__name__}"]}
                 )
+            # PostgreSQL's jsonb cannot store the NUL character: refuse it here instead of
+            # failing when the execution is written.
+            if "\\u0000" in json.dumps(payload):
+                raise ValidationError({"body": ["must not contain the NUL character (\\u0000)"]})
         try:
             execution, created = webhook_trigger(
                 workflow_id=workflow_id,

@@ -133,14 +133,33 @@ def _body(response: httpx.Response, raw: bytes) -> Any:
         return None
     if _is_json(response.headers.get("content-type", "")):
         try:
-            return json.loads(raw)
-        except ValueError:
-            pass  # a server that labels text as JSON: hand back the text
+            parsed = json.loads(raw, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            pass  # a server that labels text (or JSON we cannot store) as JSON: hand back the text
+        else:
+            return _without_nul(parsed) if b"\\u0000" in raw else parsed
     encoding = response.charset_encoding or "utf-8"
     try:
-        return raw.decode(encoding, errors="replace")
+        text = raw.decode(encoding, errors="replace")
     except LookupError:
-        return raw.decode("utf-8", errors="replace")
+        text = raw.decode("utf-8", errors="replace")
+    return _without_nul(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and PostgreSQL's jsonb would refuse the output.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL's jsonb cannot store U+0000: it becomes U+FFFD, as undecodable bytes do."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def _headers(response: httpx.Response) -> dict[str, str]:
@@ -232,9 +251,13 @@ class HttpRequest(TemplatedNodeType):
         headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
         origin_bound: tuple[str, ...] = ()
         if config.get("credential"):
-            applied = credential_resolve(owner_id=ctx.owner_id, name=str(config["credential"])).headers()
+            applied = credential_resolve(
+                owner_id=ctx.owner_id, name=str(config["credential"])
+            ).headers()
             # The credential's header replaces one of the same name given in config.
-            headers = {k: v for k, v in headers.items() if k.lower() not in {h.lower() for h in applied}}
+            headers = {
+                k: v for k, v in headers.items() if k.lower() not in {h.lower() for h in applied}
+            }
             headers.update(applied)
             origin_bound = tuple(applied)
         query = {
@@ -258,7 +281,11 @@ class HttpRequest(TemplatedNodeType):
                 target = httpx.URL(url).copy_merge_params(query) if query else url
                 request = client.build_request(method, target, headers=headers, **body)
                 response, raw = send(
-                    client, request, max_response_bytes=max_bytes, deadline=deadline, ctx=ctx,
+                    client,
+                    request,
+                    max_response_bytes=max_bytes,
+                    deadline=deadline,
+                    ctx=ctx,
                     origin_bound_headers=origin_bound,
                 )
         except NodeError:
