@@ -110,16 +110,24 @@ class EgressPolicy:
     ):
         rules: list[_Rule] = []
         for cidr in METADATA_RANGES:
-            rules.append(_Rule(
-                ipaddress.ip_network(cidr), False, 0,
-                f"cloud metadata / link-local range {cidr} (always refused unless WECONNECT_HTTP_ALLOW lists it)",
-            ))
+            rules.append(
+                _Rule(
+                    ipaddress.ip_network(cidr),
+                    False,
+                    0,
+                    f"cloud metadata / link-local range {cidr} (always refused unless WECONNECT_HTTP_ALLOW lists it)",
+                )
+            )
         if deny_private:
             for cidr in PRIVATE_RANGES:
-                rules.append(_Rule(
-                    ipaddress.ip_network(cidr), False, 0,
-                    f"loopback / private range {cidr} (refused by WECONNECT_HTTP_DENY_PRIVATE=true)",
-                ))
+                rules.append(
+                    _Rule(
+                        ipaddress.ip_network(cidr),
+                        False,
+                        0,
+                        f"loopback / private range {cidr} (refused by WECONNECT_HTTP_DENY_PRIVATE=true)",
+                    )
+                )
         for cidr in allow:
             net = ipaddress.ip_network(cidr, strict=False)
             rules.append(_Rule(net, True, 1, f"WECONNECT_HTTP_ALLOW entry {net}"))
@@ -142,7 +150,10 @@ class EgressPolicy:
         best: _Rule | None = None
         for rule in self.rules:
             if ip.version == rule.network.version and ip in rule.network:
-                if best is None or (rule.network.prefixlen, rule.rank) > (best.network.prefixlen, best.rank):
+                if best is None or (rule.network.prefixlen, rule.rank) > (
+                    best.network.prefixlen,
+                    best.rank,
+                ):
                     best = rule
         if best is None:
             return True, None
@@ -208,7 +219,10 @@ class GuardedNetworkBackend(httpcore.NetworkBackend):
         for address in addresses:
             try:
                 return self.inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address,
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
                     socket_options=socket_options,
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
@@ -219,7 +233,9 @@ class GuardedNetworkBackend(httpcore.NetworkBackend):
     def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):
         raise EgressDenied(
             "egress refused: unix sockets are not reachable from workflows",
-            host=path, address=None, rule="unix socket",
+            host=path,
+            address=None,
+            rule="unix socket",
         )
 
     def sleep(self, seconds: float) -> None:
@@ -241,8 +257,14 @@ class EgressTransport(httpx.HTTPTransport):
         verify: ssl.SSLContext | bool = True,
         limits: httpx.Limits = _LIMITS,
     ):
-        ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
-        self.backend = GuardedNetworkBackend(policy or EgressPolicy.from_settings(), resolver, inner_backend)
+        ssl_context = (
+            verify
+            if isinstance(verify, ssl.SSLContext)
+            else httpx.create_ssl_context(verify=verify)
+        )
+        self.backend = GuardedNetworkBackend(
+            policy or EgressPolicy.from_settings(), resolver, inner_backend
+        )
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
@@ -309,7 +331,10 @@ def _redirect_request(
             if name.lower() in origin_bound:
                 headers.pop(name, None)
     return httpx.Request(
-        method, url, headers=headers, stream=request.stream if keep_body else None,
+        method,
+        url,
+        headers=headers,
+        stream=request.stream if keep_body else None,
         extensions=request.extensions,
     )
 

@@ -77,10 +77,17 @@ def _handler(recorder: Recorder):
                 # Answers 200 only when the header named by ?header= has the value ?value=.
                 got = seen["headers"].get(query["header"].lower())
                 code = 200 if got == query["value"] else 401
-                self._reply(code, json.dumps({"ok": code == 200}).encode(), {"Content-Type": "application/json"})
+                self._reply(
+                    code,
+                    json.dumps({"ok": code == 200}).encode(),
+                    {"Content-Type": "application/json"},
+                )
             else:
-                self._reply(200, json.dumps({"host": seen["headers"].get("host")}).encode(),
-                            {"Content-Type": "application/json"})
+                self._reply(
+                    200,
+                    json.dumps({"host": seen["headers"].get("host")}).encode(),
+                    {"Content-Type": "application/json"},
+                )
 
         def _reply(self, code: int, body: bytes, headers: dict[str, str]) -> None:
             self.send_response(code)

@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection
@@ -22,8 +22,8 @@ from executions.credentials.services import (
     credential_resolve,
 )
 from executions.nodes import NonRetryableError
-from tests.helpers import make_workflow, node
-from tests.security_fixtures import encryption_keys  # noqa: F401
+from tests.helpers import node
+from tests.security_fixtures import *  # noqa: F403  (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -58,15 +58,24 @@ def test_column_holds_no_plaintext(api, user):
     assert SECRET not in stored and "token" not in stored
     # A Fernet token (version byte 0x80 -> "gAAAAA"), readable with the configured key only.
     assert stored.startswith("gAAAAA")
-    assert json.loads(Fernet(crypto.configured_keys()[0]).decrypt(stored.encode())) == {"token": SECRET}
-    with pytest.raises(Exception):
+    assert json.loads(Fernet(crypto.configured_keys()[0]).decrypt(stored.encode())) == {
+        "token": SECRET
+    }
+    with pytest.raises(InvalidToken):
         Fernet(Fernet.generate_key()).decrypt(stored.encode())
 
 
 def test_basic_and_generic_also_encrypted(user):
-    basic = credential_create(owner=user, name="b", kind="basic", data={"username": "u-5f1b", "password": "pw-8d2e"})
-    generic = credential_create(owner=user, name="g", kind="generic", data={"api_key": "k-77aa", "region": "eu-west"})
-    for cred, plain in ((basic, ("u-5f1b", "pw-8d2e")), (generic, ("k-77aa", "eu-west", "api_key"))):
+    basic = credential_create(
+        owner=user, name="b", kind="basic", data={"username": "u-5f1b", "password": "pw-8d2e"}
+    )
+    generic = credential_create(
+        owner=user, name="g", kind="generic", data={"api_key": "k-77aa", "region": "eu-west"}
+    )
+    for cred, plain in (
+        (basic, ("u-5f1b", "pw-8d2e")),
+        (generic, ("k-77aa", "eu-west", "api_key")),
+    ):
         stored = raw_secret_column(cred.pk)
         assert not any(p in stored for p in plain)
 
@@ -85,7 +94,7 @@ def test_rotation_two_keys_and_reencrypt_command(user, settings):
     assert credential_resolve(owner_id=user.pk, name="c0").fields == {"token": f"{SECRET}-0"}
     fresh = credential_create(owner=user, name="fresh", kind="bearer", data={"token": "t-new"})
     assert Fernet(new.encode()).decrypt(raw_secret_column(fresh.pk).encode())
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidToken):
         Fernet(old.encode()).decrypt(raw_secret_column(fresh.pk).encode())
 
     out = io.StringIO()
@@ -99,7 +108,9 @@ def test_rotation_two_keys_and_reencrypt_command(user, settings):
     # The old key can now be dropped.
     settings.WECONNECT_ENCRYPTION_KEYS = [new]
     for i in range(3):
-        assert credential_resolve(owner_id=user.pk, name=f"c{i}").fields == {"token": f"{SECRET}-{i}"}
+        assert credential_resolve(owner_id=user.pk, name=f"c{i}").fields == {
+            "token": f"{SECRET}-{i}"
+        }
     out = io.StringIO()
     call_command("reencrypt_credentials", stdout=out)
     assert "re-encrypted 0 credential(s); 4 already used the first key" in out.getvalue()
@@ -149,8 +160,15 @@ def test_crud_never_shows_the_secret(api, user):
         r,
         api.get("/api/credentials/"),
         api.get(f"/api/credentials/{cid}/"),
-        api.put(f"/api/credentials/{cid}/", {"name": "gh", "kind": "header",
-                "data": {"header_name": "X-Api-Key", "value": SECRET + "-2"}}, format="json"),
+        api.put(
+            f"/api/credentials/{cid}/",
+            {
+                "name": "gh",
+                "kind": "header",
+                "data": {"header_name": "X-Api-Key", "value": SECRET + "-2"},
+            },
+            format="json",
+        ),
     ]
     for resp in responses:
         assert resp.status_code in (200, 201), resp.content
@@ -227,7 +245,11 @@ def test_owner_isolation(api, other_api, user, other_user):
     assert [c["id"] for c in api.get("/api/credentials/").json()["results"]] == [mine]
     for method in ("get", "delete"):
         assert getattr(api, method)(f"/api/credentials/{theirs}/").status_code == 404
-    r = api.put(f"/api/credentials/{theirs}/", {"name": "x", "kind": "bearer", "data": {"token": "t"}}, format="json")
+    r = api.put(
+        f"/api/credentials/{theirs}/",
+        {"name": "x", "kind": "bearer", "data": {"token": "t"}},
+        format="json",
+    )
     assert r.status_code == 404
     assert Credential.objects.get(pk=theirs).name == "theirs"
 
@@ -246,7 +268,7 @@ def test_references_are_found_in_credential_key_and_templates():
         "credential": "gh",
         "url": "https://x/{{ credentials.stripe.key }}",
         "headers": {"X-A": "{{ credentials['slack'].token }}", "X-B": "{{credentials . spaced.v}}"},
-        "json": {"nested": ["{{ credentials[\"quoted\"].f }}", "credentials.not_a_template"]},
+        "json": {"nested": ['{{ credentials["quoted"].f }}', "credentials.not_a_template"]},
     }
     assert credential_references(config) >= {"gh", "stripe", "slack", "spaced", "quoted"}
 
@@ -276,11 +298,21 @@ def test_saving_a_workflow_with_a_missing_credential_is_400(api, other_api):
 def test_used_by_and_delete_refused_while_in_use(api, user):
     cid = create(api, name="gh").json()["id"]
     create(api, name="unused")
-    r = api.post("/api/workflows/", {"name": "Sync", "nodes": [http_node(credential="gh")]}, format="json")
+    r = api.post(
+        "/api/workflows/", {"name": "Sync", "nodes": [http_node(credential="gh")]}, format="json"
+    )
     assert r.status_code == 201, r.content
     wf = r.json()["id"]
-    r2 = api.post("/api/workflows/", {"name": "Templated", "nodes": [
-        node("t", "transform", config={"fields": {"auth": "{{ credentials.gh.token }}"}})]}, format="json")
+    r2 = api.post(
+        "/api/workflows/",
+        {
+            "name": "Templated",
+            "nodes": [
+                node("t", "transform", config={"fields": {"auth": "{{ credentials.gh.token }}"}})
+            ],
+        },
+        format="json",
+    )
     assert r2.status_code == 201, r2.content
 
     used = {w["name"] for w in api.get(f"/api/credentials/{cid}/").json()["used_by"]}
@@ -294,15 +326,30 @@ def test_used_by_and_delete_refused_while_in_use(api, user):
     assert {w["id"] for w in r.json()["workflows"]} == {wf, r2.json()["id"]}
     assert Credential.objects.filter(pk=cid).exists()
     # Renaming it would break the same workflows.
-    r = api.put(f"/api/credentials/{cid}/", {"name": "renamed", "kind": "bearer", "data": {"token": "t"}}, format="json")
+    r = api.put(
+        f"/api/credentials/{cid}/",
+        {"name": "renamed", "kind": "bearer", "data": {"token": "t"}},
+        format="json",
+    )
     assert r.status_code == 409
     # Replacing the secret under the same name is fine.
-    r = api.put(f"/api/credentials/{cid}/", {"name": "gh", "kind": "bearer", "data": {"token": "t2"}}, format="json")
+    r = api.put(
+        f"/api/credentials/{cid}/",
+        {"name": "gh", "kind": "bearer", "data": {"token": "t2"}},
+        format="json",
+    )
     assert r.status_code == 200
 
     # Once no workflow refers to it, it can go.
     assert api.delete(f"/api/workflows/{wf}/").status_code == 204
-    assert api.put(f"/api/workflows/{r2.json()['id']}/", {"name": "Templated", "nodes": [node("t")]}, format="json").status_code == 200
+    assert (
+        api.put(
+            f"/api/workflows/{r2.json()['id']}/",
+            {"name": "Templated", "nodes": [node("t")]},
+            format="json",
+        ).status_code
+        == 200
+    )
     assert api.get(f"/api/credentials/{cid}/").json()["used_by"] == []
     assert api.delete(f"/api/credentials/{cid}/").status_code == 204
 
@@ -318,7 +365,9 @@ def test_resolve_missing_credential_is_non_retryable(user, other_user):
 
 
 def test_redaction_by_value_recursive_in_strings_and_wire_forms(user):
-    credential_create(owner=user, name="b", kind="basic", data={"username": "svc-user", "password": "p@ss w/rd"})
+    credential_create(
+        owner=user, name="b", kind="basic", data={"username": "svc-user", "password": "p@ss w/rd"}
+    )
     credential_create(owner=user, name="t", kind="bearer", data={"token": SECRET})
     with redaction.scope() as secrets:
         credential_resolve(owner_id=user.pk, name="b")
@@ -347,8 +396,10 @@ def test_log_lines_are_redacted_while_a_run_uses_a_credential(user):
     # The console handler settings.LOGGING configured (with its filter and formatter), pointed
     # at a buffer for the test.
     (handler,) = [
-        h for h in logging.getLogger("weconnect").handlers
-        if type(h) is logging.StreamHandler and any(isinstance(f, redaction.RedactingFilter) for f in h.filters)
+        h
+        for h in logging.getLogger("weconnect").handlers
+        if type(h) is logging.StreamHandler
+        and any(isinstance(f, redaction.RedactingFilter) for f in h.filters)
     ]
     buffer = io.StringIO()
     previous = handler.setStream(buffer)

@@ -12,7 +12,7 @@ import pytest
 from executions.credentials.services import credential_create
 from executions.services.executions import execution_create
 from tests.helpers import edge, make_workflow, node, runs_by_node, wait_for
-from tests.security_fixtures import encryption_keys, http_server  # noqa: F401
+from tests.security_fixtures import *  # noqa: F403  (fixtures)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -45,12 +45,24 @@ def secrets(user) -> dict[str, str]:
         "signing": f"gs-{tag}/sig+x",
     }
     credential_create(owner=user, name="bt", kind="bearer", data={"token": values["token"]})
-    credential_create(owner=user, name="ba", kind="basic",
-                      data={"username": values["username"], "password": values["password"]})
-    credential_create(owner=user, name="hd", kind="header",
-                      data={"header_name": "X-Api-Key", "value": values["header"]})
-    credential_create(owner=user, name="gn", kind="generic",
-                      data={"api_key": values["api_key"], "signing": values["signing"], "region": "eu-west-1"})
+    credential_create(
+        owner=user,
+        name="ba",
+        kind="basic",
+        data={"username": values["username"], "password": values["password"]},
+    )
+    credential_create(
+        owner=user,
+        name="hd",
+        kind="header",
+        data={"header_name": "X-Api-Key", "value": values["header"]},
+    )
+    credential_create(
+        owner=user,
+        name="gn",
+        kind="generic",
+        data={"api_key": values["api_key"], "signing": values["signing"], "region": "eu-west-1"},
+    )
     return values
 
 
@@ -61,25 +73,50 @@ def test_each_kind_applied_and_redacted_everywhere(worker, user, api, http_serve
         [
             node("bearer", "http_request", config={"url": echo, "credential": "bt"}),
             node("basic", "http_request", config={"url": echo, "credential": "ba"}),
-            node("header", "http_request", config={
-                "url": echo, "credential": "hd", "headers": {"X-Api-Key": "overridden"}}),
-            node("generic", "http_request", config={
-                "url": echo, "method": "POST",
-                "headers": {"X-Key": "{{ credentials.gn.api_key }}", "X-Region": "{{ credentials.gn.region }}"},
-                "query": {"sig": "{{ credentials.gn.signing }}"},
-                "json": {"key": "{{ credentials['gn'].api_key }}"},
-            }),
-            node("text", "http_request", config={"url": http_server.url("/echo-text"), "credential": "bt"}),
+            node(
+                "header",
+                "http_request",
+                config={"url": echo, "credential": "hd", "headers": {"X-Api-Key": "overridden"}},
+            ),
+            node(
+                "generic",
+                "http_request",
+                config={
+                    "url": echo,
+                    "method": "POST",
+                    "headers": {
+                        "X-Key": "{{ credentials.gn.api_key }}",
+                        "X-Region": "{{ credentials.gn.region }}",
+                    },
+                    "query": {"sig": "{{ credentials.gn.signing }}"},
+                    "json": {"key": "{{ credentials['gn'].api_key }}"},
+                },
+            ),
+            node(
+                "text",
+                "http_request",
+                config={"url": http_server.url("/echo-text"), "credential": "bt"},
+            ),
             node("after", "noop"),
-            node("failing", "http_request", retry=NO_RETRY, config={
-                "url": http_server.url("/echo-500") + "?sig={{ credentials.gn.signing | urlencode }}",
-                "credential": "bt"}),
+            node(
+                "failing",
+                "http_request",
+                retry=NO_RETRY,
+                config={
+                    "url": http_server.url("/echo-500")
+                    + "?sig={{ credentials.gn.signing | urlencode }}",
+                    "credential": "bt",
+                },
+            ),
             node("handler", "noop"),
         ],
         [edge("bearer", "after"), edge("failing", "handler", "error")],
     )
     ex = run(wf)
-    assert ex.status == "succeeded", (ex.error, {k: (r.status, r.error) for k, r in runs_by_node(ex).items()})
+    assert ex.status == "succeeded", (
+        ex.error,
+        {k: (r.status, r.error) for k, r in runs_by_node(ex).items()},
+    )
 
     # What the server received: each credential applied the way its kind says.
     by_path: dict[str, list[dict]] = {}
@@ -87,10 +124,13 @@ def test_each_kind_applied_and_redacted_everywhere(worker, user, api, http_serve
         by_path.setdefault(req["path"], []).append(req)
     echo_headers = [r["headers"] for r in by_path["/echo"]]
     assert {"authorization": f"Bearer {secrets['token']}"}.items() <= next(
-        h for h in echo_headers if h.get("authorization", "").startswith("Bearer")).items()
+        h for h in echo_headers if h.get("authorization", "").startswith("Bearer")
+    ).items()
     basic = base64.b64encode(f"{secrets['username']}:{secrets['password']}".encode()).decode()
     assert any(h.get("authorization") == f"Basic {basic}" for h in echo_headers)
-    assert any(h.get("x-api-key") == secrets["header"] for h in echo_headers)  # credential beats config
+    assert any(
+        h.get("x-api-key") == secrets["header"] for h in echo_headers
+    )  # credential beats config
     generic = next(r for r in by_path["/echo"] if r["method"] == "POST")
     assert generic["headers"]["x-key"] == secrets["api_key"]
     assert generic["headers"]["x-region"] == "eu-west-1"
@@ -128,24 +168,37 @@ def test_each_kind_applied_and_redacted_everywhere(worker, user, api, http_serve
         assert value not in log
 
 
-def test_missing_or_foreign_credential_fails_the_node_without_retry(worker, user, other_user, http_server):
+def test_missing_or_foreign_credential_fails_the_node_without_retry(
+    worker, user, other_user, http_server
+):
     credential_create(owner=other_user, name="theirs", kind="bearer", data={"token": "t-other"})
     retry = {"max_retries": 3, "backoff_seconds": 0}
     # make_workflow validates without an owner (as a document); the run checks the owner.
     configs = {
         "absent": {"url": http_server.url("/echo"), "credential": "absent"},
-        "theirs": {"url": http_server.url("/echo"), "headers": {"X": "{{ credentials.theirs.token }}"}},
+        "theirs": {
+            "url": http_server.url("/echo"),
+            "headers": {"X": "{{ credentials.theirs.token }}"},
+        },
     }
     started = {
-        name: execution_create(workflow=make_workflow(user, [node("call", "http_request", retry=retry, config=config)]),
-                               input={})[0]
+        name: execution_create(
+            workflow=make_workflow(
+                user, [node("call", "http_request", retry=retry, config=config)]
+            ),
+            input={},
+        )[0]
         for name, config in configs.items()
     }
     for name, execution in started.items():
         ex = wait_for(execution.id, 60)
         assert ex.status == "failed"
         r = runs_by_node(ex)["call"]
-        assert r.status == "failed" and r.attempts == 1 and r.retry_delays == [], (name, r.status, r.attempts)
+        assert r.status == "failed" and r.attempts == 1 and r.retry_delays == [], (
+            name,
+            r.status,
+            r.attempts,
+        )
         assert r.error["type"] == "CredentialNotFound"
         assert f"credential {name!r} does not exist" in r.error["message"]
     assert http_server.requests == []
@@ -156,10 +209,18 @@ def test_egress_refusals_fail_the_node_without_retry(worker, user, http_server):
     wf = make_workflow(
         user,
         [
-            node("metadata", "http_request", retry=retry,
-                 config={"url": "http://169.254.169.254/latest/meta-data/"}),
-            node("redirected", "http_request", retry=retry,
-                 config={"url": http_server.url("/redirect?to=http://169.254.169.254/latest/")}),
+            node(
+                "metadata",
+                "http_request",
+                retry=retry,
+                config={"url": "http://169.254.169.254/latest/meta-data/"},
+            ),
+            node(
+                "redirected",
+                "http_request",
+                retry=retry,
+                config={"url": http_server.url("/redirect?to=http://169.254.169.254/latest/")},
+            ),
             node("handle_a", "noop"),
             node("handle_b", "noop"),
         ],
@@ -180,8 +241,19 @@ def test_sub_workflow_input_built_from_a_credential_is_redacted(worker, user, se
     from executions.models import Execution
 
     child = make_workflow(user, [node("echo", "noop")], name="child")
-    parent = make_workflow(user, [node("call", "sub_workflow", config={
-        "workflow": str(child.id), "input": {"auth": "Bearer {{ credentials.bt.token }}"}})])
+    parent = make_workflow(
+        user,
+        [
+            node(
+                "call",
+                "sub_workflow",
+                config={
+                    "workflow": str(child.id),
+                    "input": {"auth": "Bearer {{ credentials.bt.token }}"},
+                },
+            )
+        ],
+    )
     ex = run(parent)
     assert ex.status == "succeeded", ex.error
     child_ex = Execution.objects.get(workflow=child)

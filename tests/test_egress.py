@@ -13,7 +13,7 @@ import pytest
 
 from executions import egress
 from executions.egress import EgressDenied, EgressPolicy, TooManyRedirects
-from tests.security_fixtures import http_server, second_server  # noqa: F401
+from tests.security_fixtures import *  # noqa: F403  (fixtures)
 
 METADATA = "http://169.254.169.254/latest/meta-data/"
 
@@ -42,8 +42,9 @@ class FixedResolver:
 
 
 def get(url: str, *, policy=None, resolver=None, backend=None, **send_options):
-    with egress.build_client(timeout=5, policy=policy or EgressPolicy(), resolver=resolver,
-                             inner_backend=backend) as client:
+    with egress.build_client(
+        timeout=5, policy=policy or EgressPolicy(), resolver=resolver, inner_backend=backend
+    ) as client:
         return egress.send(client, client.build_request("GET", url), stream=False, **send_options)
 
 
@@ -76,12 +77,37 @@ def get(url: str, *, policy=None, resolver=None, backend=None, **send_options):
         # ALLOW opens one private network under DENY_PRIVATE, not the others.
         ({"deny_private": True, "allow": ["10.1.0.0/16"]}, "10.1.2.3", True, "10.1.0.0/16"),
         ({"deny_private": True, "allow": ["10.1.0.0/16"]}, "10.2.0.1", False, "10.0.0.0/8"),
-        ({"deny_private": True, "allow": ["127.0.0.0/8"]}, "127.0.0.1", True, "WECONNECT_HTTP_ALLOW"),
+        (
+            {"deny_private": True, "allow": ["127.0.0.0/8"]},
+            "127.0.0.1",
+            True,
+            "WECONNECT_HTTP_ALLOW",
+        ),
         # DENY refuses; a longer ALLOW inside it wins; on equal prefixes DENY wins.
-        ({"deny": ["93.184.216.0/24"]}, "93.184.216.34", False, "WECONNECT_HTTP_DENY entry 93.184.216.0/24"),
-        ({"deny": ["0.0.0.0/0", "::/0"], "allow": ["93.184.216.34/32"]}, "93.184.216.34", True, None),
-        ({"deny": ["0.0.0.0/0", "::/0"], "allow": ["93.184.216.34/32"]}, "8.8.8.8", False, "0.0.0.0/0"),
-        ({"deny": ["10.0.0.0/8"], "allow": ["10.0.0.0/8"]}, "10.0.0.1", False, "WECONNECT_HTTP_DENY"),
+        (
+            {"deny": ["93.184.216.0/24"]},
+            "93.184.216.34",
+            False,
+            "WECONNECT_HTTP_DENY entry 93.184.216.0/24",
+        ),
+        (
+            {"deny": ["0.0.0.0/0", "::/0"], "allow": ["93.184.216.34/32"]},
+            "93.184.216.34",
+            True,
+            None,
+        ),
+        (
+            {"deny": ["0.0.0.0/0", "::/0"], "allow": ["93.184.216.34/32"]},
+            "8.8.8.8",
+            False,
+            "0.0.0.0/0",
+        ),
+        (
+            {"deny": ["10.0.0.0/8"], "allow": ["10.0.0.0/8"]},
+            "10.0.0.1",
+            False,
+            "WECONNECT_HTTP_DENY",
+        ),
         ({"deny": ["10.0.0.0/8"], "allow": ["10.9.9.9/32"]}, "10.9.9.9", True, None),
         ({"deny": ["2001:db8::/32"]}, "2001:db8::1", False, "2001:db8::/32"),
     ],
@@ -109,7 +135,12 @@ def test_policy_reads_settings(settings):
 def test_metadata_refused_by_default_before_connecting():
     backend = RecordingBackend()
     started = time.monotonic()
-    for url in (METADATA, "http://[fe80::1]/", "http://[fd00:ec2::254]/", "http://[::ffff:169.254.169.254]/"):
+    for url in (
+        METADATA,
+        "http://[fe80::1]/",
+        "http://[fd00:ec2::254]/",
+        "http://[::ffff:169.254.169.254]/",
+    ):
         with pytest.raises(EgressDenied) as info:
             get(url, policy=EgressPolicy.from_settings(), backend=backend)
         assert info.value.retryable is False
@@ -120,7 +151,9 @@ def test_metadata_refused_by_default_before_connecting():
 
 def test_private_ranges_refused_when_on_and_allowed_when_off(http_server):
     assert get(http_server.url("/ok")).status_code == 200
-    with pytest.raises(EgressDenied, match=r"127\.0\.0\.0/8 \(refused by WECONNECT_HTTP_DENY_PRIVATE=true\)"):
+    with pytest.raises(
+        EgressDenied, match=r"127\.0\.0\.0/8 \(refused by WECONNECT_HTTP_DENY_PRIVATE=true\)"
+    ):
         get(http_server.url("/refused"), policy=EgressPolicy(deny_private=True))
     assert http_server.recorder.paths() == ["/ok"]
 
@@ -161,9 +194,16 @@ def test_redirects_followed_and_capped(http_server, second_server):
 
 def test_redirect_methods_and_bodies(http_server):
     with egress.build_client(timeout=5, policy=EgressPolicy()) as client:
-        for status, method, body in (("303", "GET", ""), ("302", "GET", ""), ("307", "POST", "payload"), ("308", "POST", "payload")):
+        for status, method, body in (
+            ("303", "GET", ""),
+            ("302", "GET", ""),
+            ("307", "POST", "payload"),
+            ("308", "POST", "payload"),
+        ):
             url = http_server.url(f"/redirect?status={status}&to=/echo")
-            r = egress.send(client, client.build_request("POST", url, content=b"payload"), stream=False)
+            r = egress.send(
+                client, client.build_request("POST", url, content=b"payload"), stream=False
+            )
             assert (r.json()["method"], r.json()["body"]) == (method, body), status
 
 
@@ -171,13 +211,20 @@ def test_credentials_do_not_follow_a_redirect_to_another_origin(http_server, sec
     headers = {"Authorization": "Bearer tok-1", "X-Api-Key": "key-1", "X-Plain": "p"}
     with egress.build_client(timeout=5, policy=EgressPolicy()) as client:
         same = egress.send(
-            client, client.build_request("GET", http_server.url("/redirect?to=/echo"), headers=headers),
-            stream=False, origin_bound_headers=["X-Api-Key"],
+            client,
+            client.build_request("GET", http_server.url("/redirect?to=/echo"), headers=headers),
+            stream=False,
+            origin_bound_headers=["X-Api-Key"],
         ).json()["headers"]
         other = egress.send(
             client,
-            client.build_request("GET", http_server.url(f"/redirect?to={second_server.url('/echo')}"), headers=headers),
-            stream=False, origin_bound_headers=["X-Api-Key"],
+            client.build_request(
+                "GET",
+                http_server.url(f"/redirect?to={second_server.url('/echo')}"),
+                headers=headers,
+            ),
+            stream=False,
+            origin_bound_headers=["X-Api-Key"],
         ).json()["headers"]
     assert same["authorization"] == "Bearer tok-1" and same["x-api-key"] == "key-1"
     assert "authorization" not in other and "x-api-key" not in other and other["x-plain"] == "p"
@@ -190,7 +237,11 @@ def test_host_name_resolving_to_refused_address_is_refused():
         get("http://metadata.test/", resolver=FixedResolver(["169.254.169.254"]), backend=backend)
     # Every answer is checked: one refused address among allowed ones refuses the name.
     with pytest.raises(EgressDenied, match="169.254.0.0/16"):
-        get("http://mixed.test/", resolver=FixedResolver(["127.0.0.1", "169.254.169.254"]), backend=backend)
+        get(
+            "http://mixed.test/",
+            resolver=FixedResolver(["127.0.0.1", "169.254.169.254"]),
+            backend=backend,
+        )
     assert backend.connects == []
 
 
@@ -246,17 +297,26 @@ def tls_server(tmp_path):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tls.test")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("tls.test")]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     seen_sni: list[str | None] = []
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert_file, key_file)
@@ -286,9 +346,16 @@ def tls_server(tmp_path):
 def test_tls_keeps_the_name_for_sni_and_certificate_check(tls_server):
     port, client_ctx, seen_sni = tls_server
     backend = RecordingBackend()
-    with egress.build_client(timeout=5, policy=EgressPolicy(), resolver=FixedResolver(["127.0.0.1"]),
-                             inner_backend=backend, verify=client_ctx) as client:
-        r = egress.send(client, client.build_request("GET", f"https://tls.test:{port}/"), stream=False)
+    with egress.build_client(
+        timeout=5,
+        policy=EgressPolicy(),
+        resolver=FixedResolver(["127.0.0.1"]),
+        inner_backend=backend,
+        verify=client_ctx,
+    ) as client:
+        r = egress.send(
+            client, client.build_request("GET", f"https://tls.test:{port}/"), stream=False
+        )
     assert r.status_code == 200 and r.text == f"tls.test:{port}"
     assert seen_sni == ["tls.test"]  # the certificate was checked against the name, not the IP
     assert backend.connects == [("127.0.0.1", port)]

@@ -153,6 +153,9 @@ def _check_name_free(owner, name: str) -> None:
 
 def _in_use(exc: services.CredentialInUse, verb: str) -> Response:
     return Response(
-        {"detail": f"{exc}; it cannot be {verb} while they refer to it", "workflows": exc.workflows},
+        {
+            "detail": f"{exc}; it cannot be {verb} while they refer to it",
+            "workflows": exc.workflows,
+        },
         status=status.HTTP_409_CONFLICT,
     )

@@ -83,7 +83,9 @@ def credential_data_errors(*, kind: str, data: Any) -> tuple[dict[str, str], dic
             errors[str(name)] = [f"not a field of kind {kind!r} (expected {', '.join(required)})"]
             continue
         if kind == Kind.GENERIC and not FIELD_RE.match(str(name)):
-            errors[str(name)] = ["field names must start with a letter or '_' and hold at most 64 letters, digits and '_'"]
+            errors[str(name)] = [
+                "field names must start with a letter or '_' and hold at most 64 letters, digits and '_'"
+            ]
             continue
         if name in errors:
             continue
@@ -100,9 +102,13 @@ def credential_data_errors(*, kind: str, data: Any) -> tuple[dict[str, str], dic
     if kind == Kind.HEADER and "header_name" in clean:
         header = clean["header_name"]
         if not HEADER_NAME_RE.match(header):
-            errors["header_name"] = ["must be an HTTP header name (letters, digits, '-' and the like)"]
+            errors["header_name"] = [
+                "must be an HTTP header name (letters, digits, '-' and the like)"
+            ]
         elif header.lower() in RESERVED_HEADERS:
-            errors["header_name"] = [f"{header!r} is set by the HTTP client and cannot be a credential"]
+            errors["header_name"] = [
+                f"{header!r} is set by the HTTP client and cannot be a credential"
+            ]
     return clean, errors
 
 
@@ -119,7 +125,9 @@ def credential_create(*, owner, name: str, kind: str, data: Mapping[str, str]) -
     return credential
 
 
-def credential_replace(*, credential: Credential, name: str, kind: str, data: Mapping[str, str]) -> Credential:
+def credential_replace(
+    *, credential: Credential, name: str, kind: str, data: Mapping[str, str]
+) -> Credential:
     """Replace the whole credential. Renaming one that workflows use would break them, so it is
     refused like a delete."""
     with transaction.atomic():
@@ -240,7 +248,9 @@ def credential_usage(*, owner_ids: Iterable[int]) -> dict[tuple[int, str], list[
 
 
 def credential_used_by(*, credential: Credential) -> list[dict[str, str]]:
-    return credential_usage(owner_ids=[credential.owner_id]).get((credential.owner_id, credential.name), [])
+    return credential_usage(owner_ids=[credential.owner_id]).get(
+        (credential.owner_id, credential.name), []
+    )
 
 
 # --- use by nodes ---------------------------------------------------------------------------
@@ -274,7 +284,11 @@ def credential_resolve(*, owner_id: int, name: str) -> ResolvedCredential:
     """Decrypt the credential ``name`` of ``owner_id`` for a node run, and record its values in
     the active redaction scope so they never leave the run. A missing or unreadable credential
     is a non-retryable node error (retrying cannot make it appear)."""
-    row = Credential.objects.filter(owner_id=owner_id, name=name).values_list("kind", "secret").first()
+    row = (
+        Credential.objects.filter(owner_id=owner_id, name=name)
+        .values_list("kind", "secret")
+        .first()
+    )
     if row is None:
         raise NonRetryableError(
             f"credential {name!r} does not exist for this workflow's owner",
