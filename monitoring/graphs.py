@@ -9,6 +9,7 @@ iterated out of a hash-ordered set, so the same execution always renders the sam
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,14 +30,14 @@ COMPONENT_GAP = 40
 # Fill colours by node-run status; "none" is a node that has no run (a workflow picture, or a
 # node the execution never reached).
 STATUS_COLOURS: dict[str, str] = {
-    "none": "#f4f6f8",
-    "pending": "#e5e7eb",
+    "none": "#ffffff",
+    "pending": "#f3f4f6",
     "queued": "#dbeafe",
     "running": "#93c5fd",
     "retrying": "#fde68a",
     "succeeded": "#bbf7d0",
     "failed": "#fecaca",
-    "skipped": "#f3f4f6",
+    "skipped": "#d1d5db",
     "cancelled": "#e9d5ff",
     "timed_out": "#fed7aa",
 }
@@ -128,6 +129,23 @@ def _css(value: object) -> str:
     return re.sub(r"[^a-z0-9_-]", "", str(value).lower()) or "none"
 
 
+ARROW_LENGTH, ARROW_HALF_WIDTH = 9.0, 4.5
+
+
+def _arrowhead(
+    before: tuple[float, float], tip: tuple[float, float]
+) -> tuple[list[float], tuple[float, float]]:
+    """A triangle pointing along ``before -> tip`` with its point at ``tip``; returns its
+    corners (flat) and the middle of its base, where the line should stop."""
+    dx, dy = tip[0] - before[0], tip[1] - before[1]
+    length = math.hypot(dx, dy) or 1.0
+    ux, uy = dx / length, dy / length
+    bx, by = tip[0] - ux * ARROW_LENGTH, tip[1] - uy * ARROW_LENGTH
+    px, py = -uy * ARROW_HALF_WIDTH, ux * ARROW_HALF_WIDTH
+    corners = [tip[0], tip[1], bx + px, by + py, bx - px, by - py]
+    return [round(c, 1) for c in corners], (bx, by)
+
+
 def _clip(text: str, limit: int = 20) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -147,10 +165,6 @@ def graph_svg(
     placed = layout(nodes, connections)
     d = drawsvg.Drawing(placed.width, placed.height)
     d.append(drawsvg.Raw("<style>text{font-family:sans-serif}</style>"))
-    for colour in sorted(set(STROKE.values())):
-        marker = drawsvg.Marker(-1, -0.5, 0, 0.5, scale=8, orient="auto", id=f"arrow{colour[1:]}")
-        marker.append(drawsvg.Lines(-1, -0.5, 0, 0, -1, 0.5, close=True, fill=colour))
-        d.append_def(marker)
 
     for conn, pts in placed.edges:
         kind = conn.get("type", "success")
@@ -158,21 +172,26 @@ def graph_svg(
         # End the line on the target box's top edge, not its centre, so the arrow shows.
         (sx, sy), (tx, ty) = placed.nodes[conn["source"]], placed.nodes[conn["target"]]
         path = [(sx, sy + NODE_H / 2), *pts[1:-1], (tx, ty - NODE_H / 2)]
-        flat = [round(c, 1) for p in path for c in p]
-        line = drawsvg.Lines(
-            *flat,
-            close=False,
-            fill="none",
-            stroke=colour,
-            stroke_width=1.5,
-            stroke_dasharray="5,3" if kind == "error" else None,
-            marker_end=f"url(#arrow{colour[1:]})",
-            **{"class": f"edge edge-{kind}"},
-        )
+        # The arrowhead is drawn as a triangle rather than an SVG marker: renderers disagree
+        # on marker orientation, a polygon is drawn the same everywhere.
+        head, base = _arrowhead(path[-2], path[-1])
+        flat = [round(c, 1) for p in [*path[:-1], base] for c in p]
+        edge = drawsvg.Group(**{"class": f"edge edge-{_css(kind)}"})
         label = f"{conn['source']} → {conn['target']} ({kind}"
         label += f", branch {conn['branch']})" if conn.get("branch") else ")"
-        line.append_title(label)
-        d.append(line)
+        edge.append_title(label)
+        edge.append(
+            drawsvg.Lines(
+                *flat,
+                close=False,
+                fill="none",
+                stroke=colour,
+                stroke_width=1.5,
+                stroke_dasharray="5,3" if kind == "error" else None,
+            )
+        )
+        edge.append(drawsvg.Lines(*head, close=True, fill=colour, stroke="none"))
+        d.append(edge)
         if conn.get("branch"):
             mx, my = path[len(path) // 2 - 1] if len(path) > 2 else ((sx + tx) / 2, (sy + ty) / 2)
             d.append(
@@ -311,6 +330,11 @@ def timeline_svg(runs: Sequence[Mapping[str, Any]], *, origin: datetime | None =
                     stroke="#374151",
                     stroke_width=0.5,
                 )
+            )
+        elif origin is not None and finished:
+            # Never ran (skipped, cancelled before it started): a tick when it was decided.
+            row.append(
+                drawsvg.Rectangle(x_of(finished) - 1, y + 2, 3, 18, fill="#6b7280", stroke="none")
             )
         d.append(row)
     return d.as_svg()
