@@ -39,6 +39,9 @@ def test_schema_is_an_openapi_3_document(client):
         assert path in paths, sorted(paths)
     assert "patch" not in paths["/api/workflows/{id}/"]
     assert "tokenAuth" in schema["components"]["securitySchemes"]
+    for path in ("/api/workflows/{id}/", "/api/executions/{id}/"):
+        (param,) = [p for p in paths[path]["get"]["parameters"] if p["name"] == "id"]
+        assert param["schema"] == {"type": "string", "format": "uuid"}, path
 
 
 def test_schema_yaml_default(client):
