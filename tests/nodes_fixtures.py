@@ -26,6 +26,14 @@ def double(value):
 def describe_context(ctx):
     if ctx.input.get("fail"):
         raise NodeError("asked to fail", retryable=False)
+    if "return" in ctx.input:
+        return ctx.input["return"]
+    if ctx.input.get("return_nan"):
+        return {"x": float("nan")}
+    if ctx.input.get("return_object"):
+        return {"when": object()}
+    if ctx.input.get("return_tuple"):
+        return {"pair": (1, "a\x00")}
     return {"attempt": ctx.attempt, "node": ctx.node.key, "input": ctx.input, "depth": ctx.depth}
 
 

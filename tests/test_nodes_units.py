@@ -287,6 +287,18 @@ def test_python_allow_list(settings):
         "config['function']: 'os.system' is not in WECONNECT_PYTHON_NODES "
         "(tests.nodes_fixtures.double, tests.nodes_fixtures.describe_context)"
     ]
+    # What the function returns must be storable JSON.
+    fn = {"function": "tests.nodes_fixtures.describe_context"}
+    assert run("python", fn, input={"return": [1, (2, 3)]}) == [1, [2, 3]]
+    for bad, reason in (
+        ("return_nan", "not a JSON number"),
+        ("return_object", "not a JSON value"),
+        ("return_tuple", "NUL character"),
+    ):
+        with pytest.raises(NonRetryableError, match=reason) as err:
+            run("python", fn, input={bad: True})
+        assert err.value.error_type == "InvalidOutput"
+        assert "tests.nodes_fixtures.describe_context returned" in err.value.message
     # A function removed from the list after the workflow was saved no longer runs.
     settings.WECONNECT_PYTHON_NODES = []
     with pytest.raises(NonRetryableError, match="not in WECONNECT_PYTHON_NODES"):

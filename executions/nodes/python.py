@@ -12,7 +12,8 @@ from typing import Any
 
 from django.conf import settings
 
-from executions.nodes.base import Context, NodeType, NonRetryableError, register
+from executions.nodes.base import Context, NodeType, NonRetryableError, Result, Wait, register
+from executions.nodes.templating import to_json
 
 
 def allowed_functions() -> list[str]:
@@ -69,4 +70,12 @@ class Python(NodeType):
                 f"cannot load {name!r}: {exc}", error_type="FunctionNotFound"
             ) from None
         argument = ctx.input if ctx.config.get("pass", "context") == "input" else ctx
-        return function(argument)
+        value = function(argument)
+        if isinstance(value, Wait):
+            return value
+        # Checked here so that a bad value fails the node with a clear message instead of the
+        # database refusing to store it.
+        where = f"{name} returned"
+        if isinstance(value, Result):
+            return Result(to_json(value.output, where, "InvalidOutput"), value.branch)
+        return to_json(value, where, "InvalidOutput")

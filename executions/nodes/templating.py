@@ -167,27 +167,37 @@ class Scope:
         return self._base
 
 
-def to_json(value: Any, where: str) -> Any:
-    """The JSON value of an evaluation result; refuses undefined and non-JSON values."""
+def to_json(value: Any, where: str, error_type: str = "TemplateError") -> Any:
+    """The JSON value of an evaluation result; refuses undefined values and what is not JSON
+    or what PostgreSQL's jsonb cannot store (NaN, Infinity, the NUL character)."""
     if isinstance(value, Undefined):
         try:
             value._fail_with_undefined_error()
         except Exception as exc:  # UndefinedError or SecurityError, both say what was missing
-            raise NonRetryableError(f"{where}: {exc}", error_type="TemplateError") from None
+            raise NonRetryableError(f"{where}: {exc}", error_type=error_type) from None
     if isinstance(value, float) and not math.isfinite(value):
-        # JSON (and PostgreSQL's jsonb) has no NaN or Infinity.
         raise NonRetryableError(
-            f"{where}: evaluated to {value}, which is not a JSON number", error_type="TemplateError"
+            f"{where}: evaluated to {value}, which is not a JSON number", error_type=error_type
         )
-    if value is None or isinstance(value, bool | int | float | str):
-        return str(value) if isinstance(value, str) and type(value) is not str else value
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise NonRetryableError(
+                f"{where}: a string contains the NUL character, which cannot be stored",
+                error_type=error_type,
+            )
+        return str(value) if type(value) is not str else value
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, Mapping):
-        return {str(k): to_json(v, where) for k, v in value.items()}
+        return {
+            to_json(str(k), where, error_type): to_json(v, where, error_type)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [to_json(v, where) for v in value]
+        return [to_json(v, where, error_type) for v in value]
     raise NonRetryableError(
         f"{where}: evaluated to a {type(value).__name__}, which is not a JSON value",
-        error_type="TemplateError",
+        error_type=error_type,
     )
 
 
