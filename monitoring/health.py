@@ -42,15 +42,35 @@ _PRIORITY_SEPARATOR = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
 
 
-def run_concurrently(probes: dict[str, Probe], budget: float) -> dict[str, dict[str, Any]]:
+# Probes still blocked after their answer was given up on, by key: (started, thread).
+_stuck_lock = threading.Lock()
+_inflight: dict[str, tuple[float, threading.Thread]] = {}
+
+
+def run_concurrently(
+    probes: dict[str, Probe], budget: float, *, scope: str = ""
+) -> dict[str, dict[str, Any]]:
     """Run each probe in a daemon thread; return what finished within ``budget`` seconds.
 
     Daemon threads (not an executor) because a probe blocked on a hung socket must neither
-    delay this answer nor keep the process from exiting.
+    delay this answer nor keep the process from exiting. So that a dependency that hangs for
+    long (a database that accepts and never answers, with no connect timeout) cannot pile up
+    one blocked thread per request, a probe whose previous run (same ``scope`` and name) has
+    been blocked for longer than the budget is not started again until that run returns.
     """
     results: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
     done = threading.Event()
+    now = time.monotonic()
+    skipped: dict[str, dict[str, Any]] = {}
+    with _stuck_lock:
+        for name in probes:
+            previous = _inflight.get(f"{scope}|{name}")
+            if previous and previous[1].is_alive() and now - previous[0] > budget:
+                skipped[name] = {
+                    "ok": False,
+                    "error": f"the previous probe has had no answer for {now - previous[0]:.1f}s",
+                }
 
     def runner(name: str, probe: Probe) -> None:
         started = time.perf_counter()
@@ -67,10 +87,18 @@ def run_concurrently(probes: dict[str, Probe], budget: float) -> dict[str, dict[
             if len(results) == len(probes):
                 done.set()
 
+    results.update(skipped)
+    if len(results) == len(probes):
+        done.set()
     for name, probe in probes.items():
-        threading.Thread(
+        if name in skipped:
+            continue
+        thread = threading.Thread(
             target=runner, args=(name, probe), name=f"health-{name}", daemon=True
-        ).start()
+        )
+        with _stuck_lock:
+            _inflight[f"{scope}|{name}"] = (time.monotonic(), thread)
+        thread.start()
     done.wait(budget)
     with lock:
         answered = dict(results)
@@ -285,7 +313,8 @@ class HealthCheck:
             "stats": self.probe_stats,
             **self.extra,
         }
-        results = run_concurrently(probes, self.budget)
+        scope = f"{self.database}|{self.redis_url}|{self.broker_url}"
+        results = run_concurrently(probes, self.budget, scope=scope)
         stats = results.pop("stats")
         broker = results["broker"]
         waiting = broker.pop("waiting", None)

@@ -168,3 +168,30 @@ def test_token_protection(worker, client, beat_ran):
 def test_only_get(client):
     assert client.post("/monitoring/health").status_code == 405
     assert client.get("/monitoring/live").json() == {"status": "ok"}
+
+
+def test_a_probe_stuck_past_the_budget_is_not_started_again():
+    import threading
+
+    from monitoring.health import run_concurrently
+
+    release = threading.Event()
+    calls: list[int] = []
+
+    def hangs() -> dict:
+        calls.append(1)
+        release.wait(10)
+        return {"ok": True}
+
+    scope = f"stuck-{time.monotonic()}"
+    first = run_concurrently({"slow": hangs, "fast": lambda: {"ok": True}}, 0.2, scope=scope)
+    assert first["slow"] == {"ok": False, "error": "no answer within 0.2s"}
+    assert first["fast"]["ok"] is True
+    time.sleep(0.1)  # the first probe has now been blocked for longer than the budget
+    second = run_concurrently({"slow": hangs, "fast": lambda: {"ok": True}}, 0.2, scope=scope)
+    assert second["slow"]["ok"] is False and "previous probe" in second["slow"]["error"]
+    assert len(calls) == 1
+    release.set()
+    time.sleep(0.05)
+    third = run_concurrently({"slow": hangs}, 0.2, scope=scope)
+    assert third["slow"]["ok"] is True and len(calls) == 2
