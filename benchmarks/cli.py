@@ -17,17 +17,31 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes (a smoke run)")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios to run")
-    parser.add_argument("--concurrency", type=int, default=4, help="pool processes per worker (default 4)")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    parser.add_argument("--web-threads", type=int, default=1, help="gunicorn threads per worker (default 1)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"results directory (default {RESULTS})")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds and smaller sizes (a smoke run)"
+    )
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help="comma-separated scenarios to run"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="pool processes per worker (default 4)"
+    )
+    parser.add_argument(
+        "--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)"
+    )
+    parser.add_argument(
+        "--web-threads", type=int, default=1, help="gunicorn threads per worker (default 1)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, help=f"results directory (default {RESULTS})"
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SCENARIOS))
     if unknown:
-        parser.error(f"--only: unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+        parser.error(
+            f"--only: unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+        )
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     args.only = [s for s in SCENARIOS if s in chosen]
@@ -65,15 +79,23 @@ def _run(args: argparse.Namespace, env: environment.BenchEnvironment) -> int:
     client = redis.Redis.from_url(env.redis_url)
     completions = scenarios.Completions(env.database_url)
     ctx = scenarios.Context(
-        env=env, quick=args.quick, concurrency=args.concurrency, completions=completions, redis=client
+        env=env,
+        quick=args.quick,
+        concurrency=args.concurrency,
+        completions=completions,
+        redis=client,
     )
     ctx.owner = get_user_model().objects.create_user(username="bench", password=None)
 
     def start_worker(kind: str, n: int) -> Worker:
         app_name, queue, celery_app = (
-            ("weconnect", env.queue, engine_app) if kind == "engine" else ("benchmarks.raw", env.raw_queue, raw.app)
+            ("weconnect", env.queue, engine_app)
+            if kind == "engine"
+            else ("benchmarks.raw", env.raw_queue, raw.app)
         )
-        worker = Worker(app=app_name, queue=queue, concurrency=n, name=f"{kind}-{n}", run_id=env.run_id).start()
+        worker = Worker(
+            app=app_name, queue=queue, concurrency=n, name=f"{kind}-{n}", run_id=env.run_id
+        ).start()
         worker.wait_ready(celery_app)
         return worker
 
@@ -114,7 +136,9 @@ def _run(args: argparse.Namespace, env: environment.BenchEnvironment) -> int:
             print(f"  done in {time.perf_counter() - started:.1f}s", flush=True)
         if "memory" not in args.only:
             # The key count is reported by the memory scenario; without it, report it here.
-            doc["keys_left"] = sum(1 for _ in client.scan_iter(match=env.key_prefix + "*", count=1000))
+            doc["keys_left"] = sum(
+                1 for _ in client.scan_iter(match=env.key_prefix + "*", count=1000)
+            )
     finally:
         for worker in (ctx.engine_worker, ctx.raw_worker):
             if worker:

@@ -34,7 +34,9 @@ def resolve() -> BenchEnvironment:
     base = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/weconnect"
     parts = urlsplit(base)
     if not parts.scheme.startswith("postgres"):
-        raise SystemExit(f"DATABASE_URL must be a PostgreSQL URL for the benchmark, not {parts.scheme!r}")
+        raise SystemExit(
+            f"DATABASE_URL must be a PostgreSQL URL for the benchmark, not {parts.scheme!r}"
+        )
     name = f"weconnect_bench_{run_id}"
     return BenchEnvironment(
         run_id=run_id,
@@ -60,7 +62,7 @@ def export(env: BenchEnvironment) -> None:
     os.environ["WCBENCH_RAW_QUEUE"] = env.raw_queue
     os.environ["WCBENCH_RAW_PREFIX"] = env.raw_prefix
     os.environ["SECRET_KEY"] = f"bench-only-{secrets.token_hex(16)}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "weconnect.settings"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "weconnect.settings")
     # Production-like: DEBUG would record every query in memory (a leak by design), and task
     # events are off in both apps so that neither pays for them.
     os.environ["DEBUG"] = "false"

@@ -30,12 +30,32 @@ class Worker:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", self.app, "worker",
-                "-P", "prefork", "-c", str(self.concurrency), "-n", self.hostname,
-                "-Q", self.queue, "--without-mingle", "--without-gossip", "--without-heartbeat",
-                "-l", "warning", "-O", "fair",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                self.app,
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(self.concurrency),
+                "-n",
+                self.hostname,
+                "-Q",
+                self.queue,
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+                "-l",
+                "warning",
+                "-O",
+                "fair",
             ],
-            cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
@@ -91,11 +111,24 @@ class WebServer:
         worker_class = ["-k", "gthread", "--threads", str(self.threads)] if self.threads > 1 else []
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "gunicorn", "weconnect.wsgi:application",
-                "-b", f"127.0.0.1:{self.port}", "-w", str(self.workers), *worker_class,
-                "--backlog", "256", "--log-level", "warning",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "weconnect.wsgi:application",
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "-w",
+                str(self.workers),
+                *worker_class,
+                "--backlog",
+                "256",
+                "--log-level",
+                "warning",
             ],
-            cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while not _port_open(self.port):

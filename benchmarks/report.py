@@ -14,10 +14,9 @@ import psutil
 
 
 def machine(redis_client) -> dict[str, Any]:
-    from django.db import connection
-
     import celery
     import django
+    from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")

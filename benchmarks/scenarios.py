@@ -62,7 +62,9 @@ class Completions:
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"{len(pending)} of {len(ids)} executions unfinished after {timeout}s")
+                raise TimeoutError(
+                    f"{len(pending)} of {len(ids)} executions unfinished after {timeout}s"
+                )
             for note in self.conn.notifies(timeout=remaining):
                 execution_id, status = note.payload.split(" ", 1)
                 self.finished[execution_id] = status
@@ -146,7 +148,9 @@ def wait_raw(ctx: Context, token: str, count: int, timeout: float = 600) -> list
     while len(values) < count:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(f"raw: {count - len(values)} of {count} signals missing after {timeout}s")
+            raise TimeoutError(
+                f"raw: {count - len(values)} of {count} signals missing after {timeout}s"
+            )
         item = ctx.redis.blpop([key], timeout=max(1, int(remaining)))
         if item:
             values.append(item[1])
@@ -166,7 +170,9 @@ def raw_chains(ctx: Context, length: int, count: int, timeout: float = 600) -> t
     return time.perf_counter() - t0, t_sent - t0
 
 
-def alternate(rounds: int, first: Callable[[], Any], second: Callable[[], Any]) -> tuple[list, list]:
+def alternate(
+    rounds: int, first: Callable[[], Any], second: Callable[[], Any]
+) -> tuple[list, list]:
     a, b = [], []
     for i in range(rounds):
         if i % 2 == 0:
@@ -195,7 +201,9 @@ def scenario_chain(ctx: Context) -> dict:
         run_engine(ctx, wf, 1)
         raw_chains(ctx, length, 1)
     engine, baseline = alternate(
-        rounds, lambda: run_engine(ctx, wf, 1)[0] * 1000, lambda: raw_chains(ctx, length, 1)[0] * 1000
+        rounds,
+        lambda: run_engine(ctx, wf, 1)[0] * 1000,
+        lambda: raw_chains(ctx, length, 1)[0] * 1000,
     )
     result = compare(engine, baseline)
     result.update(unit="ms", nodes=length, rounds=rounds, target="ratio <= 1.5")
@@ -219,7 +227,9 @@ def scenario_fanin(ctx: Context) -> dict:
         if statuses[execution_id] != "succeeded":
             raise RuntimeError(f"fan-in execution ended {statuses[execution_id]}")
         runs = list(
-            NodeRun.objects.filter(execution_id=execution_id, node="join").values_list("attempts", "status")
+            NodeRun.objects.filter(execution_id=execution_id, node="join").values_list(
+                "attempts", "status"
+            )
         )
         joins.append((len(runs), runs[0][0] if runs else 0, runs[0][1] if runs else "missing"))
         return elapsed
@@ -248,8 +258,13 @@ def scenario_fanin(ctx: Context) -> dict:
     join_once = all(j == (1, 1, "succeeded") for j in joins)
     result = compare(engine, baseline)
     result.update(
-        unit="ms", width=width, rounds=rounds, target="ratio <= 1.5, join once",
-        join_runs_once=join_once, join_observed=sorted(set(joins)), raw_extra_bodies=extra_raw_bodies,
+        unit="ms",
+        width=width,
+        rounds=rounds,
+        target="ratio <= 1.5, join once",
+        join_runs_once=join_once,
+        join_observed=sorted(set(joins)),
+        raw_extra_bodies=extra_raw_bodies,
     )
     result["holds"] = result["ratio"] <= 1.5 and join_once
     return result
@@ -276,8 +291,12 @@ def scenario_throughput(ctx: Context) -> dict:
     engine, baseline = alternate(rounds, engine_round, raw_round)
     result = compare(engine, baseline, higher_is_better=True)
     result.update(
-        unit="node runs/s", executions=count, nodes=length, rounds=rounds,
-        engine_trigger_seconds=summary(trigger_seconds), target="engine/raw >= 0.7",
+        unit="node runs/s",
+        executions=count,
+        nodes=length,
+        rounds=rounds,
+        engine_trigger_seconds=summary(trigger_seconds),
+        target="engine/raw >= 0.7",
     )
     result["holds"] = result["ratio"] >= 0.7
     return result
@@ -315,7 +334,8 @@ def scenario_trigger(ctx: Context, *, web_workers: int, web_threads: int) -> dic
     def load(n_clients: int, per_client: int) -> tuple[list[float], float]:
         samples: list[list[float]] = [[] for _ in range(n_clients)]
         threads = [
-            threading.Thread(target=client_loop, args=(per_client, samples[c])) for c in range(n_clients)
+            threading.Thread(target=client_loop, args=(per_client, samples[c]))
+            for c in range(n_clients)
         ]
         t0 = time.perf_counter()
         for t in threads:
@@ -370,7 +390,9 @@ def scenario_memory(ctx: Context) -> dict:
     seconds = time.perf_counter() - t0
     time.sleep(0.5)
     after = ctx.engine_worker.rss_bytes()
-    keys = sorted(k.decode() for k in redis_client().scan_iter(match=ctx.env.key_prefix + "*", count=1000))
+    keys = sorted(
+        k.decode() for k in redis_client().scan_iter(match=ctx.env.key_prefix + "*", count=1000)
+    )
     growth_mb = (after - before) / 2**20
     return {
         "executions": total,

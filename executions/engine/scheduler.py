@@ -111,10 +111,13 @@ def node_run_finish(
             if result.status == N.FAILED and not graph.has_error_route(node):
                 execution_fail_unhandled(execution.id, node=node, error=result.error, now=now)
                 return True
-            outgoing = _propagate(execution, graph, node, Outcome(result.status, result.branch, result.output), now, locks)
+            outgoing, waiting = _propagate(execution, graph, node, Outcome(result.status, result.branch, result.output), now, locks)
             if outgoing:
                 dispatch.send_on_commit(outgoing)
-            else:
+            elif not waiting:
+                # A join left waiting is itself an active run, so the execution cannot be done:
+                # the check (and its lock on the execution row, which every branch of a wide
+                # fan-in would otherwise take in turn) would find exactly that.
                 execution_complete_if_done(execution, graph, now)
             return True
 
@@ -127,9 +130,11 @@ def node_run_finish(
 
 def _propagate(
     execution: Execution, graph: Graph, node: str, outcome: Outcome, now, locks: list[RedisLock]
-) -> list[dispatch.Dispatch]:
-    """Queue or skip the successors of ``node`` (and, through skips, theirs)."""
+) -> tuple[list[dispatch.Dispatch], bool]:
+    """Queue or skip the successors of ``node`` (and, through skips, theirs). Returns the
+    messages to send and whether a join was seen still active under its row lock."""
     outgoing: list[dispatch.Dispatch] = []
+    waiting = False
     known: dict[str, Outcome] = {node: outcome}
     work = [node]
     while work:
@@ -151,6 +156,7 @@ def _propagate(
                     .first()
                 )
                 if row != N.PENDING:
+                    waiting = waiting or row in NODE_ACTIVE
                     continue
                 missing = [p for p in preds if p not in known]
                 outcomes = dict(known)
@@ -161,6 +167,8 @@ def _propagate(
                     outcomes[p] = Outcome(st, br, out)
                     outputs[p] = out
                 verdict, fired = decide(graph, succ, outcomes)
+                # Pending, and locked until this transaction ends: it stays active.
+                waiting = waiting or verdict == "wait"
             if verdict == "run":
                 item = queue_node(execution.id, succ, node_input(fired, outputs), graph, now)
                 if item:
@@ -175,7 +183,7 @@ def _propagate(
                 ):
                     known[succ] = Outcome(N.SKIPPED)
                     work.append(succ)
-    return outgoing
+    return outgoing, waiting
 
 
 def execution_complete_if_done(execution: Execution, graph: Graph, now) -> bool:

@@ -1,0 +1,94 @@
+"""The SQL a node run costs, held to a ceiling.
+
+Every query on the node path is a round trip to PostgreSQL on every hop of every execution
+(see docs/performance.md), so the counts are pinned here: a change that adds one fails this
+test and has to raise the ceiling on purpose. The engine is called in-process on node runs
+queued by execution_create; the test transaction never commits, so nothing is dispatched
+and no worker can race the calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from executions.engine.runner import node_run_execute
+from executions.models import Execution, NodeRun
+from executions.services.executions import execution_create
+from tests.helpers import edge, make_workflow, node
+
+pytestmark = pytest.mark.django_db
+
+# Per node run, counting BEGIN/COMMIT (here SAVEPOINT/RELEASE, inside the test transaction).
+FIRST_NODE = 8  # claim, load, pending -> running, finish transaction (5)
+MIDDLE_NODE = 7  # claim, load, finish transaction: record, execution status, queue successor
+LAST_NODE = (
+    10  # claim, load, finish transaction: record, status, completion (lock, check, outputs, update)
+)
+# A predecessor of a join: lock the join's row and read the other predecessors; the first
+# leaves it waiting (and skips the completion check), the second queues it.
+JOIN_WAITS = 8
+JOIN_QUEUED = 9
+JOIN_NODE = 10  # the join itself, here also the last node
+
+
+def run(node_key: str, execution: Execution) -> str:
+    return node_run_execute(execution_id=str(execution.id), node=node_key, task_id=f"t-{node_key}")
+
+
+def test_chain_first_middle_and_last_node(user, django_assert_max_num_queries):
+    keys = ["a", "b", "c", "d"]
+    wf = make_workflow(
+        user, [node(k) for k in keys], [edge(x, y) for x, y in zip(keys, keys[1:], strict=False)]
+    )
+    execution, _ = execution_create(workflow=wf, input={"x": 1})
+
+    with django_assert_max_num_queries(FIRST_NODE):
+        assert run("a", execution) == "succeeded"
+    with django_assert_max_num_queries(MIDDLE_NODE):
+        assert run("b", execution) == "succeeded"
+    with django_assert_max_num_queries(MIDDLE_NODE):
+        assert run("c", execution) == "succeeded"
+    with django_assert_max_num_queries(LAST_NODE):
+        assert run("d", execution) == "succeeded"
+
+    execution.refresh_from_db()
+    assert execution.status == "succeeded"
+    assert execution.output == {"d": {"x": 1}}
+    assert list(NodeRun.objects.filter(execution=execution).values_list("node", "attempts")) == [
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+        ("d", 1),
+    ]
+
+
+def test_join_node(user, django_assert_max_num_queries):
+    wf = make_workflow(
+        user,
+        [node("a"), node("b"), node("c"), node("join")],
+        [edge("a", "b"), edge("a", "c"), edge("b", "join"), edge("c", "join")],
+    )
+    execution, _ = execution_create(workflow=wf, input={"x": 1})
+    assert run("a", execution) == "succeeded"
+
+    with django_assert_max_num_queries(JOIN_WAITS):
+        assert run("b", execution) == "succeeded"
+    assert NodeRun.objects.get(execution=execution, node="join").status == "pending"
+    with django_assert_max_num_queries(JOIN_QUEUED):
+        assert run("c", execution) == "succeeded"
+    assert NodeRun.objects.get(execution=execution, node="join").status == "queued"
+    with django_assert_max_num_queries(JOIN_NODE):
+        assert run("join", execution) == "succeeded"
+
+    execution.refresh_from_db()
+    assert execution.status == "succeeded"
+    assert execution.output == {"join": {"b": {"x": 1}, "c": {"x": 1}}}
+
+
+def test_a_duplicate_message_costs_little(user, django_assert_max_num_queries):
+    """A redelivered or duplicated message finds the run already claimed: the failed claim
+    and the deadline check (its transaction and one EXISTS), nothing more."""
+    wf = make_workflow(user, [node("a"), node("b")], [edge("a", "b")])
+    execution, _ = execution_create(workflow=wf, input={})
+    assert run("a", execution) == "succeeded"
+    with django_assert_max_num_queries(4):
+        assert run("a", execution) == "skipped"
