@@ -66,6 +66,23 @@ def test_404_takes_error_branch_without_retry(worker, user, http_server):
     assert http_server.hits["/status/404"] == 1
 
 
+def test_allowed_status_is_returned_without_retry(worker, user, http_server):
+    wf = make_workflow(
+        user,
+        [
+            http_node(url=f"{http_server.base}/status/503", allowed_status=[503], retry=FAST_RETRY),
+            node("on_error"),
+        ],
+        [edge("call", "on_error", "error")],
+    )
+    ex = run(wf)
+    assert ex.status == "succeeded", ex.error
+    runs = runs_by_node(ex)
+    assert runs["call"].attempts == 1 and runs["call"].retry_delays == []
+    assert runs["on_error"].input["statusCode"] == 503
+    assert http_server.hits["/status/503"] == 1
+
+
 def test_slow_route_hits_the_timeout_and_fails(worker, user, http_server):
     wf = make_workflow(user, [http_node(url=f"{http_server.base}/slow/3", timeout=0.5)])
     ex = run(wf)
