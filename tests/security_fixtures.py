@@ -13,12 +13,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
+from django.conf import settings as django_settings
 
 # The worker process inherits this environment when the session fixture starts it, which is
 # after collection (when this module is imported), so it decrypts with the same keys as the
-# test process, whose settings are pointed at them by `encryption_keys` below.
+# test process.
 os.environ.setdefault("WECONNECT_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 TEST_KEYS = [k.strip() for k in os.environ["WECONNECT_ENCRYPTION_KEYS"].split(",") if k.strip()]
+
+
+# The settings of this process were read before this module was imported: point them at the
+# same keys for the rest of the session (every test module's API calls may create credentials).
+django_settings.WECONNECT_ENCRYPTION_KEYS = list(TEST_KEYS)
 
 
 @pytest.fixture(autouse=True)
