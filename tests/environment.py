@@ -108,3 +108,4 @@ os.environ["WECONNECT_BROKER_KEY_PREFIX"] = f"wctest-{RUN_ID}:"
 os.environ.setdefault("WECONNECT_LOG_LEVEL", "WARNING")
 os.environ.setdefault("WECONNECT_TASK_EVENTS", "false")
 os.environ["WECONNECT_NODE_MODULES"] = "tests.nodetypes"
+os.environ.setdefault("WECONNECT_PYTHON_NODES", "tests.nodes_fixtures.double,tests.nodes_fixtures.describe_context")

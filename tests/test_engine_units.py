@@ -129,3 +129,36 @@ def test_recovery_times_out_executions_past_their_deadline(user):
     assert ex.status == "timed_out"
     assert NodeRun.objects.get(execution=ex).status == "cancelled"
     assert recovery_run().timed_out == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wake_during_run_makes_the_park_resume_at_once(user):
+    """A sub-workflow may finish before its parent node has parked: the wake leaves a mark on
+    the running row and the park step makes the run due now instead of waiting."""
+    from executions.engine.runner import _claim, _park
+    from executions.engine.snapshots import graph_for
+    from executions.nodes import Wait
+    from executions.services.executions import node_run_wake
+
+    wf = make_workflow(user, [node("a")])
+    ex, _ = execution_create(workflow=wf, input={})
+    now = timezone.now()
+    run = _claim(str(ex.id), "a", "t-1", False, now)
+    assert run is not None and run.attempts == 1
+    assert node_run_wake(node_run_id=run.id) is False  # still running: only marked
+    far = now + timedelta(hours=1)
+    assert _park(run.execution, graph_for(run.execution.snapshot_id), run, 1, Wait(until=far), {}) == "waiting"
+    parked = NodeRun.objects.get(id=run.id)
+    assert parked.status == "queued" and parked.attempts == 0
+    assert parked.next_attempt_at <= timezone.now()  # due now, not in an hour
+
+
+def test_outputs_postgres_cannot_store_are_refused():
+    from executions.engine.runner import _check_output
+    from executions.nodes import NodeError
+
+    for bad in ({"x": float("nan")}, {"x": "a\x00b"}, {"x": object()}):
+        with pytest.raises(NodeError) as info:
+            _check_output(bad)
+        assert info.value.retryable is False
+    _check_output({"x": "a literal \\u0000 is fine"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +33,9 @@ from monitoring import counters
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
+
+# An escaped NUL (\u0000 preceded by an even number of backslashes) in JSON text.
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 # A message may arrive a little before the time it was meant for.
 _EARLY_TOLERANCE = timedelta(seconds=1)
@@ -126,9 +130,12 @@ def _error_doc(exc: BaseException, error_type: str | None = None, **extra) -> di
 
 def _check_output(output: Any) -> None:
     try:
-        size = len(json.dumps(output).encode())
+        text = json.dumps(output, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise NodeError(f"node output is not JSON: {exc}", retryable=False, error_type="InvalidOutput") from None
+    if _NUL.search(text):  # valid JSON, but PostgreSQL's jsonb cannot store a NUL character
+        raise NodeError("node output contains a NUL character", retryable=False, error_type="InvalidOutput")
+    size = len(text.encode())
     limit = settings.WECONNECT_MAX_OUTPUT_BYTES
     if size > limit:
         raise NodeError(
@@ -265,6 +272,16 @@ def _park(execution, graph, run: NodeRun, attempt: int, wait: Wait, fields) -> s
     sent_now = until is not None and delay <= settings.WECONNECT_MAX_ETA_SECONDS
     task_id = dispatch.new_task_id()
     with transaction.atomic():
+        # A wake that arrived while the node was still running (its sub-workflow finished
+        # before it parked) left next_attempt_at set on the running row: resume at once.
+        row = (
+            NodeRun.objects.select_for_update()
+            .filter(id=run.id, status=N.RUNNING, attempts=attempt)
+            .values_list("next_attempt_at", flat=True)
+        )
+        woken = bool(row) and row[0] is not None
+        if woken:
+            not_before, delay, sent_now = now, 0.0, True
         changed = NodeRun.objects.filter(id=run.id, status=N.RUNNING, attempts=attempt).update(
             status=N.QUEUED,
             attempts=F("attempts") - 1,

@@ -146,9 +146,13 @@ def _propagate(
                 verdict, fired = decide(graph, succ, known)
                 outputs = {current: known[current].output}
             else:
-                lock = RedisLock(key("lock", execution.id, succ))
-                if lock.acquire():
-                    locks.append(lock)
+                name = key("lock", execution.id, succ)
+                # A join reached again in this pass (through several skipped predecessors) is
+                # already locked by us: taking it again would only wait for our own lock.
+                if not any(held.name == name for held in locks):
+                    lock = RedisLock(name)
+                    if lock.acquire():
+                        locks.append(lock)
                 row = (
                     NodeRun.objects.select_for_update()
                     .filter(execution_id=execution.id, node=succ)

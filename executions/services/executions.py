@@ -260,6 +260,10 @@ def node_run_wake(*, node_run_id: int) -> bool:
         dispatched_at=now,
         task_id=task_id,
     )
+    if not changed:
+        # Still running (it has not parked yet): leave a mark the park step sees.
+        NodeRun.objects.filter(id=node_run_id, status=N.RUNNING).update(next_attempt_at=now)
+        return False
     if changed:
         graph = graph_for(run.execution.snapshot_id)
         dispatch.send(
