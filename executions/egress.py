@@ -160,7 +160,10 @@ class EgressPolicy:
         return best.allow, best.description
 
     def enforce(self, host: str, address: str) -> None:
-        allowed, rule = self.decide(address)
+        try:
+            allowed, rule = self.decide(address)
+        except ValueError:
+            allowed, rule = False, f"an answer that is not an IP address ({address!r})"
         if not allowed:
             shown = host if host == address else f"{host} ({address})"
             raise EgressDenied(

@@ -275,6 +275,11 @@ def test_connection_goes_to_the_checked_address(http_server):
     assert flip.calls == ["flip.test"] and len(backend.connects) == 1
 
 
+def test_a_resolver_answer_that_is_not_an_address_is_refused():
+    with pytest.raises(EgressDenied, match="not an IP address"):
+        get("http://odd.test/", resolver=FixedResolver(["not-an-ip"]))
+
+
 def test_unresolvable_name_is_a_connect_error():
     import httpx
 
