@@ -137,7 +137,9 @@ def _run(args: argparse.Namespace, env: environment.BenchEnvironment) -> int:
         if "memory" not in args.only:
             # The key count is reported by the memory scenario; without it, report it here.
             doc["keys_left"] = sum(
-                1 for _ in client.scan_iter(match=env.key_prefix + "*", count=1000)
+                1
+                for k in client.scan_iter(match=env.key_prefix + "*", count=1000)
+                if not k.decode().startswith(env.key_prefix + "metrics:")
             )
     finally:
         for worker in (ctx.engine_worker, ctx.raw_worker):

@@ -90,7 +90,7 @@ def markdown(doc: dict[str, Any]) -> str:
         r = s["throughput"]
         lines.append(
             f"| Throughput, {r['executions']} x {r['nodes']} nodes, {r['rounds']} rounds | "
-            f"{_f(r['engine']['median'], 0)} runs/s (p5 {_f(r['engine']['min'], 0)}) | "
+            f"{_f(r['engine']['median'], 0)} runs/s (min {_f(r['engine']['min'], 0)}) | "
             f"{_f(r['raw']['median'], 0)} tasks/s | {_f(r['ratio'], 2)} | {r['target']} | {_mark(r['holds'])} |"
         )
     if "trigger" in s:
