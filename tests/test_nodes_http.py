@@ -66,21 +66,26 @@ def test_404_takes_error_branch_without_retry(worker, user, http_server):
     assert http_server.hits["/status/404"] == 1
 
 
-def test_allowed_status_is_returned_without_retry(worker, user, http_server):
+@pytest.mark.parametrize("code", [503, 404])
+def test_allowed_status_is_a_success_without_retry(worker, user, http_server, code):
+    hits_before = http_server.hits.get(f"/status/{code}", 0)
     wf = make_workflow(
         user,
         [
-            http_node(url=f"{http_server.base}/status/503", allowed_status=[503], retry=FAST_RETRY),
+            http_node(url=f"{http_server.base}/status/{code}", allowed_status=[code], retry=FAST_RETRY),
+            node("ok"),
             node("on_error"),
         ],
-        [edge("call", "on_error", "error")],
+        [edge("call", "ok"), edge("call", "on_error", "error")],
     )
     ex = run(wf)
     assert ex.status == "succeeded", ex.error
     runs = runs_by_node(ex)
+    assert runs["call"].status == "succeeded"
     assert runs["call"].attempts == 1 and runs["call"].retry_delays == []
-    assert runs["on_error"].input["statusCode"] == 503
-    assert http_server.hits["/status/503"] == 1
+    assert runs["ok"].input["statusCode"] == code
+    assert runs["on_error"].status == "skipped"
+    assert http_server.hits[f"/status/{code}"] == hits_before + 1
 
 
 def test_slow_route_hits_the_timeout_and_fails(worker, user, http_server):

@@ -206,7 +206,9 @@ def node_run_execute(*, execution_id: str, node: str, task_id: str, redelivered:
     if isinstance(value, Wait):
         return _park(execution, graph, run, attempt, value, fields)
     output, branch = (value.output, value.branch) if isinstance(value, Result) else (value, None)
-    if node_type.detects_error_output and is_error_output(output):
+    explicit = value.failed if isinstance(value, Result) else None
+    errored = explicit if explicit is not None else (node_type.detects_error_output and is_error_output(output))
+    if errored:
         result = Finish(N.FAILED, output, branch, {"message": "node returned an error output", "type": "ErrorOutput"})
     else:
         result = Finish(N.SUCCEEDED, output, branch)

@@ -55,6 +55,9 @@ class NodeTimeout(NodeError):
 class Result:
     output: Any
     branch: str | None = None
+    # Set to decide success or failure explicitly instead of by the generic error convention
+    # (http_request: a status listed in allowed_status is a success even when >= 400).
+    failed: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ redirect to another origin (executions.credentials).
 
 Outcomes:
 - 2xx/3xx, and any code listed in ``allowed_status``: the output ``{"statusCode", "headers",
-  "body"}`` (the body parsed when the response is JSON).
+  "body"}`` (the body parsed when the response is JSON), a success (a listed 404 included).
 - other 4xx: the same output, returned and not retried. Its ``statusCode`` >= 400 makes it
   an error output, so the node ends ``failed`` and an error connection takes it.
 - 5xx and 429: a retryable error that honours ``Retry-After`` (seconds or an HTTP date).
@@ -30,7 +30,7 @@ import httpx
 
 from executions import egress
 from executions.credentials.services import credential_resolve
-from executions.nodes.base import Context, NodeError, NonRetryableError, register
+from executions.nodes.base import Context, NodeError, NonRetryableError, Result, register
 from executions.nodes.templating import Scope, TemplatedNodeType
 
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
@@ -201,8 +201,8 @@ class HttpRequest(TemplatedNodeType):
             "allowed_status": {
                 "type": "array",
                 "items": {"type": "integer", "minimum": 100, "maximum": 599},
-                "description": "Codes returned as output and never retried (e.g. [503] to take "
-                "the error connection at once instead of retrying).",
+                "description": "Codes that count as success: returned as output, never retried "
+                "and not an error (e.g. [404] when 'not found' is an answer, not a failure).",
             },
             "follow_redirects": {"type": "boolean", "default": True},
             "credential": {
@@ -316,7 +316,7 @@ class HttpRequest(TemplatedNodeType):
                 retry_after=retry_after_seconds(response.headers.get("retry-after")),
                 details={"statusCode": response.status_code, "body": _short(output["body"])},
             )
-        return output
+        return Result(output, failed=response.status_code >= 400 and response.status_code not in allowed)
 
 
 def _query_value(value: Any) -> str:
