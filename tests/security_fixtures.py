@@ -39,6 +39,9 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        # /need/<name> answers 200 only when the request carries this header with this value
+        # (kept here, not in the URL, so the URL holds no secret); 401 otherwise.
+        self.required: dict[str, tuple[str, str]] = {}
 
     def add(self, item: dict[str, Any]) -> None:
         with self.lock:
@@ -79,10 +82,9 @@ def _handler(recorder: Recorder):
                 self._reply(200, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
             elif parts.path == "/echo-500":
                 self._reply(500, json.dumps(seen).encode(), {"Content-Type": "application/json"})
-            elif parts.path == "/need":
-                # Answers 200 only when the header named by ?header= has the value ?value=.
-                got = seen["headers"].get(query["header"].lower())
-                code = 200 if got == query["value"] else 401
+            elif parts.path.startswith("/need/"):
+                header, expected = recorder.required[parts.path.removeprefix("/need/")]
+                code = 200 if seen["headers"].get(header.lower()) == expected else 401
                 self._reply(
                     code,
                     json.dumps({"ok": code == 200}).encode(),

@@ -66,6 +66,41 @@ def secrets(user) -> dict[str, str]:
     return values
 
 
+def test_server_accepts_each_kind_and_refuses_without_it(worker, user, http_server, secrets):
+    basic = base64.b64encode(f"{secrets['username']}:{secrets['password']}".encode()).decode()
+    http_server.recorder.required.update(
+        {
+            "bearer": ("Authorization", f"Bearer {secrets['token']}"),
+            "basic": ("Authorization", f"Basic {basic}"),
+            "header": ("X-Api-Key", secrets["header"]),
+            "generic": ("X-Key", secrets["api_key"]),
+        }
+    )
+    calls = {
+        "bearer": {"credential": "bt"},
+        "basic": {"credential": "ba"},
+        "header": {"credential": "hd"},
+        "generic": {"headers": {"X-Key": "{{ credentials.gn.api_key }}"}},
+    }
+    nodes = [
+        node(kind, "http_request", config={"url": http_server.url(f"/need/{kind}"), **extra})
+        for kind, extra in calls.items()
+    ]
+    # The control: the same server refuses a request that carries no credential (401, an
+    # error output, taken by the error connection).
+    nodes += [
+        node("without", "http_request", config={"url": http_server.url("/need/bearer")}),
+        node("refused", "noop"),
+    ]
+    ex = run(make_workflow(user, nodes, [edge("without", "refused", "error")]))
+    assert ex.status == "succeeded", ex.error
+    runs = runs_by_node(ex)
+    for kind in calls:
+        assert runs[kind].status == "succeeded" and runs[kind].output["statusCode"] == 200, kind
+    assert runs["without"].status == "failed" and runs["without"].output["statusCode"] == 401
+    assert runs["refused"].status == "succeeded"
+
+
 def test_each_kind_applied_and_redacted_everywhere(worker, user, api, http_server, secrets):
     echo = http_server.url("/echo")
     wf = make_workflow(
