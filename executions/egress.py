@@ -25,6 +25,7 @@ a proxy would make the checked address the proxy's, not the destination's.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import ssl
@@ -245,6 +246,13 @@ class GuardedNetworkBackend(httpcore.NetworkBackend):
         self.inner.sleep(seconds)
 
 
+@functools.lru_cache(maxsize=2)
+def _ssl_context(verify: bool) -> ssl.SSLContext:
+    # Loading the CA bundle costs tens of milliseconds; one context per process serves every
+    # client (an SSLContext may be shared between connections and threads).
+    return httpx.create_ssl_context(verify=verify)
+
+
 class EgressTransport(httpx.HTTPTransport):
     """httpx's default transport with the guarded network backend underneath.
 
@@ -260,11 +268,7 @@ class EgressTransport(httpx.HTTPTransport):
         verify: ssl.SSLContext | bool = True,
         limits: httpx.Limits = _LIMITS,
     ):
-        ssl_context = (
-            verify
-            if isinstance(verify, ssl.SSLContext)
-            else httpx.create_ssl_context(verify=verify)
-        )
+        ssl_context = verify if isinstance(verify, ssl.SSLContext) else _ssl_context(verify)
         self.backend = GuardedNetworkBackend(
             policy or EgressPolicy.from_settings(), resolver, inner_backend
         )
