@@ -190,6 +190,12 @@ class NodeRun(models.Model):
                 condition=Q(status="running"),
                 name="node_run_lease",
             ),
+            # Health's "failed in the last hour" and the metrics view's latest failures.
+            models.Index(
+                fields=["-finished_at"],
+                condition=Q(status="failed"),
+                name="node_run_failed_recent",
+            ),
         ]
 
     def __str__(self) -> str:
