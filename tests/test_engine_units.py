@@ -96,6 +96,14 @@ def test_terminal_states_stay_terminal(user):
 
 @pytest.mark.django_db(transaction=True)
 def test_lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings):
+    # Messages go to a broker with no worker, so only this test moves the run.
+    from tests.broker import PrivateBroker
+
+    with PrivateBroker():
+        _lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings)
+
+
+def _lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings):
     settings.WECONNECT_MAX_REASSIGNMENTS = 2
     wf = make_workflow(user, [node("a"), node("b")], [edge("a", "b")])
     ex, _ = execution_create(workflow=wf, input={})
@@ -121,6 +129,13 @@ def test_lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings
 
 @pytest.mark.django_db(transaction=True)
 def test_recovery_times_out_executions_past_their_deadline(user):
+    from tests.broker import PrivateBroker
+
+    with PrivateBroker():
+        _recovery_times_out(user)
+
+
+def _recovery_times_out(user):
     wf = make_workflow(user, [node("a")])
     ex, _ = execution_create(workflow=wf, input={})
     Execution.objects.filter(id=ex.id).update(deadline_at=timezone.now() - timedelta(seconds=1))
@@ -140,8 +155,11 @@ def test_wake_during_run_makes_the_park_resume_at_once(user):
     from executions.nodes import Wait
     from executions.services.executions import node_run_wake
 
+    from tests.broker import PrivateBroker
+
     wf = make_workflow(user, [node("a")])
-    ex, _ = execution_create(workflow=wf, input={})
+    with PrivateBroker():  # no worker may claim the run before this test does
+        ex, _ = execution_create(workflow=wf, input={})
     now = timezone.now()
     run = _claim(str(ex.id), "a", "t-1", False, now)
     assert run is not None and run.attempts == 1

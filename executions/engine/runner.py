@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from executions.credentials import redaction
 from executions.engine import dispatch, heartbeat
-from executions.engine.retry import backoff_delay, retry_policy, should_retry
+from executions.engine.retry import backoff_delay, should_retry
 from executions.engine.scheduler import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
 from executions.graph import is_error_output
@@ -225,25 +225,12 @@ def _record_failure(execution, graph, run: NodeRun, attempt: int, failure: NodeE
         delay = failure.retry_after if failure.retry_after is not None else backoff_delay(attempt, spec.retry)
         delay = max(0.0, float(delay))
         now = timezone.now()
-        task_id = dispatch.new_task_id()
-        sent_now = delay <= settings.WECONNECT_MAX_ETA_SECONDS
         with transaction.atomic():
-            changed = NodeRun.objects.filter(id=run.id, status=N.RUNNING, attempts=attempt).update(
-                status=N.RETRYING,
+            changed = _reschedule(
+                execution, spec, run, attempt, N.RETRYING, now, now + timedelta(seconds=delay),
                 error=_error_doc(failure, failure.error_type, attempt=attempt, **failure.details),
-                next_attempt_at=now + timedelta(seconds=delay),
                 retry_delays=[*run.retry_delays, round(delay, 3)],
-                task_id=task_id,
-                dispatched_at=now if sent_now else None,
-                lease_expires_at=None,
             )
-            if changed and sent_now:
-                # Short backoffs ride a Celery countdown; longer ones are held in the database
-                # and sent by the recovery task when due (never an ETA near the visibility
-                # timeout, which Redis would deliver twice).
-                dispatch.send_on_commit(
-                    [dispatch.Dispatch(str(execution.id), run.node, task_id, spec.timeout_seconds, delay)]
-                )
         if changed:
             counters.record_retry(spec.type)
         log.warning("node will retry in %.3fs: %s", delay, failure.message, extra=fields)
@@ -270,9 +257,6 @@ def _park(execution, graph, run: NodeRun, attempt: int, wait: Wait, fields) -> s
     until = wait.until
     # A wait with no time (a sub-workflow) is bounded by the execution's deadline.
     not_before = until if until is not None else Execution.objects.values_list("deadline_at", flat=True).get(id=execution.id)
-    delay = max(0.0, (not_before - now).total_seconds())
-    sent_now = until is not None and delay <= settings.WECONNECT_MAX_ETA_SECONDS
-    task_id = dispatch.new_task_id()
     with transaction.atomic():
         # A wake that arrived while the node was still running (its sub-workflow finished
         # before it parked) left next_attempt_at set on the running row: resume at once.
@@ -281,21 +265,39 @@ def _park(execution, graph, run: NodeRun, attempt: int, wait: Wait, fields) -> s
             .filter(id=run.id, status=N.RUNNING, attempts=attempt)
             .values_list("next_attempt_at", flat=True)
         )
-        woken = bool(row) and row[0] is not None
-        if woken:
-            not_before, delay, sent_now = now, 0.0, True
-        changed = NodeRun.objects.filter(id=run.id, status=N.RUNNING, attempts=attempt).update(
-            status=N.QUEUED,
+        if row and row[0] is not None:
+            not_before = now
+        changed = _reschedule(
+            execution, spec, run, attempt, N.QUEUED, now, not_before,
+            may_send=until is not None or not_before == now,
             attempts=F("attempts") - 1,
             state=dict(wait.state),
-            next_attempt_at=not_before,
-            task_id=task_id,
-            dispatched_at=now if sent_now else None,
-            lease_expires_at=None,
         )
-        if changed and sent_now:
-            dispatch.send_on_commit(
-                [dispatch.Dispatch(str(execution.id), run.node, task_id, spec.timeout_seconds, delay)]
-            )
     log.info("node waiting until %s", not_before.isoformat(), extra=fields)
     return "waiting" if changed else "discarded"
+
+
+def _reschedule(execution, spec, run: NodeRun, attempt: int, status: str, now, not_before, *,
+                may_send: bool = True, **fields) -> bool:
+    """Move attempt ``attempt`` from ``running`` to ``status`` (retrying, or queued for a wait),
+    due at ``not_before``. Must run inside a transaction.
+
+    Short delays ride a Celery countdown sent after commit; longer ones are held in the
+    database (``dispatched_at`` empty) and sent by the recovery task when due, never as an
+    ETA near the visibility timeout, which Redis would deliver twice."""
+    delay = max(0.0, (not_before - now).total_seconds())
+    sent_now = may_send and delay <= settings.WECONNECT_MAX_ETA_SECONDS
+    task_id = dispatch.new_task_id()
+    changed = NodeRun.objects.filter(id=run.id, status=N.RUNNING, attempts=attempt).update(
+        status=status,
+        next_attempt_at=not_before,
+        task_id=task_id,
+        dispatched_at=now if sent_now else None,
+        lease_expires_at=None,
+        **fields,
+    )
+    if changed and sent_now:
+        dispatch.send_on_commit(
+            [dispatch.Dispatch(str(execution.id), run.node, task_id, spec.timeout_seconds, delay)]
+        )
+    return bool(changed)
