@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import time
 import traceback
@@ -104,6 +105,7 @@ def _run(args: argparse.Namespace, env: environment.BenchEnvironment) -> int:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "concurrency": args.concurrency,
+        "settings": os.environ["DJANGO_SETTINGS_MODULE"],
         "load_before": report.load(),
         "machine": report.machine(client),
         "scenarios": {},

@@ -60,7 +60,8 @@ def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [
         f"Run {doc['started_at']} ({'quick' if doc['quick'] else 'full'}), "
-        f"{doc['concurrency']} pool processes per worker, {doc['seconds']:.0f} s in all.",
+        f"{doc['concurrency']} pool processes per worker, settings {doc.get('settings', '?')}, "
+        f"{doc['seconds']:.0f} s in all.",
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']}, "
         f"PostgreSQL {m['postgres']}, Redis {m['redis']}, Celery {m['celery']}, Django {m['django']}. "
