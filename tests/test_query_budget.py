@@ -92,3 +92,55 @@ def test_a_duplicate_message_costs_little(user, django_assert_max_num_queries):
     assert run("a", execution) == "succeeded"
     with django_assert_max_num_queries(4):
         assert run("a", execution) == "skipped"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_racing_claims_claim_once(user):
+    """Two messages for one queued run arrive together: the second claim blocks on the row
+    lock of the first and, once that commits, must find the run taken (one attempt, the first
+    task's id). The claim is the statement counted above, so its shape is pinned here too."""
+    import threading
+    import time
+
+    from django.db import connections, transaction
+    from django.utils import timezone
+
+    from executions.engine.runner import _claim
+
+    wf = make_workflow(user, [node("a"), node("b")], [edge("a", "b")])
+    execution, _ = execution_create(workflow=wf, input={})
+    # "b" has no message anywhere (only "a" was dispatched), so nothing else claims it.
+    NodeRun.objects.filter(execution=execution, node="b").update(status="queued")
+    claimed: dict[str, bool] = {}
+    first_holds_it = threading.Event()
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                claimed["first"] = (
+                    _claim(str(execution.id), "b", "task-1", False, timezone.now()) is not None
+                )
+                first_holds_it.set()
+                time.sleep(0.3)  # the second claim is now waiting for this row lock
+        finally:
+            first_holds_it.set()
+            connections.close_all()
+
+    def second() -> None:
+        try:
+            first_holds_it.wait(10)
+            claimed["second"] = (
+                _claim(str(execution.id), "b", "task-2", False, timezone.now()) is not None
+            )
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not any(t.is_alive() for t in threads), "claims deadlocked"
+    assert claimed == {"first": True, "second": False}
+    run = NodeRun.objects.get(execution=execution, node="b")
+    assert (run.status, run.attempts, run.task_id) == ("running", 1, "task-1")

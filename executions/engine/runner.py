@@ -43,11 +43,16 @@ _EARLY_TOLERANCE = timedelta(seconds=1)
 
 def _claim(execution_id: str, node: str, task_id: str, redelivered: bool, now) -> NodeRun | None:
     lease = now + timedelta(seconds=settings.WECONNECT_LEASE_SECONDS)
+    # The execution's conditions go in a subquery on the execution alone, never as a join: an
+    # UPDATE filtered through a join is rewritten by Django as `id IN (SELECT ... self-join)`,
+    # and a second claim blocked on the row lock would then recheck the run's status on the
+    # stale copy in that subquery and claim the run a second time. Conditions on the row
+    # itself are rechecked on its committed version, so one of two racing claims wins.
     base = NodeRun.objects.filter(
-        execution_id=execution_id,
+        execution_id__in=Execution.objects.filter(
+            id=execution_id, status__in=EXECUTION_ACTIVE, deadline_at__gt=now
+        ).values("id"),
         node=node,
-        execution__status__in=EXECUTION_ACTIVE,
-        execution__deadline_at__gt=now,
     )
     claimed = base.filter(
         Q(status=N.QUEUED) | Q(status=N.RETRYING),

@@ -252,7 +252,14 @@ def node_run_wake(*, node_run_id: int) -> bool:
         return False
     task_id = dispatch.new_task_id()
     changed = transition(
-        NodeRun.objects.filter(id=node_run_id, execution__status__in=EXECUTION_ACTIVE),
+        # Not a join (see runner._claim): the run's own status must be rechecked on its
+        # committed version if a claim holds the row.
+        NodeRun.objects.filter(
+            id=node_run_id,
+            execution_id__in=Execution.objects.filter(
+                id=run.execution_id, status__in=EXECUTION_ACTIVE
+            ).values("id"),
+        ),
         N.QUEUED,
         table=NODE_RUN_TRANSITIONS,
         sources=[N.QUEUED],
