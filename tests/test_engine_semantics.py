@@ -116,10 +116,14 @@ def test_unhandled_failure_fails_execution_and_cancels_the_rest(worker, user):
     st = statuses(ex)
     assert st["boom"] == "failed"
     assert st["after_boom"] == "cancelled" and st["join"] == "cancelled"
-    # slow was already running: it may finish, but it scheduled nothing.
+    # slow, if it had started, may finish, but it schedules nothing (if it had not started
+    # yet it was cancelled with the rest).
     import time
 
     time.sleep(2)
-    st = statuses(type(ex).objects.get(id=ex.id))
-    assert st["slow"] in ("succeeded", "running")
+    ex = type(ex).objects.get(id=ex.id)
+    st = statuses(ex)
+    assert ex.status == "failed"
+    assert st["slow"] in ("succeeded", "running", "cancelled")
     assert st["after_slow"] == "cancelled"
+    assert runs_by_node(ex)["after_slow"].started_at is None

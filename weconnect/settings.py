@@ -198,6 +198,9 @@ WECONNECT_MAX_SUBWORKFLOW_DEPTH = env_int("WECONNECT_MAX_SUBWORKFLOW_DEPTH", 5, 
 WECONNECT_SUBWORKFLOW_POLL_SECONDS = env_int("WECONNECT_SUBWORKFLOW_POLL_SECONDS", 30, minimum=1)
 
 CELERY_BROKER_URL = REDIS_URL
+# Celery's Django fixup closes the database connection around every task unless this is set;
+# workers then keep theirs for this many tasks (weconnect/celery.py replaces a broken one).
+CELERY_DB_REUSE_MAX = env_int("WECONNECT_WORKER_DB_REUSE_MAX", 1000, minimum=0)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_ACCEPT_CONTENT = ["json"]
