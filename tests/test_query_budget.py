@@ -17,17 +17,22 @@ from tests.helpers import edge, make_workflow, node
 
 pytestmark = pytest.mark.django_db
 
-# Per node run, counting BEGIN/COMMIT (here SAVEPOINT/RELEASE, inside the test transaction).
-FIRST_NODE = 8  # claim, load, pending -> running, finish transaction (5)
-MIDDLE_NODE = 7  # claim, load, finish transaction: record, execution status, queue successor
+# Per node run inside a transaction (the general path), counting BEGIN/COMMIT (here
+# SAVEPOINT/RELEASE, inside the test transaction).
+FIRST_NODE = 7  # claim, pending -> running, finish transaction (5)
+MIDDLE_NODE = 6  # claim, finish transaction: record, execution status, queue successor
 LAST_NODE = (
-    10  # claim, load, finish transaction: record, status, completion (lock, check, outputs, update)
+    9  # claim, finish transaction: record, status, completion (lock, check, outputs, update)
 )
+# What a worker really runs (autocommit): the claim, and a hop whose successors have this
+# node as their only predecessor finishes in one statement.
+HOP_FIRST = 3  # claim, pending -> running, finish-and-queue
+HOP_MIDDLE = 2  # claim, finish-and-queue
 # A predecessor of a join: lock the join's row and read the other predecessors; the first
 # leaves it waiting (and skips the completion check), the second queues it.
-JOIN_WAITS = 8
-JOIN_QUEUED = 9
-JOIN_NODE = 10  # the join itself, here also the last node
+JOIN_WAITS = 7
+JOIN_QUEUED = 8
+JOIN_NODE = 9  # the join itself, here also the last node
 
 
 def run(node_key: str, execution: Execution) -> str:
@@ -144,3 +149,26 @@ def test_two_racing_claims_claim_once(user):
     assert claimed == {"first": True, "second": False}
     run = NodeRun.objects.get(execution=execution, node="b")
     assert (run.status, run.attempts, run.task_id) == ("running", 1, "task-1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_hops_in_autocommit(user, django_assert_num_queries):
+    from tests.broker import PrivateBroker
+
+    keys = ["a", "b", "c", "d"]
+    wf = make_workflow(
+        user, [node(k) for k in keys], [edge(x, y) for x, y in zip(keys, keys[1:], strict=False)]
+    )
+    with PrivateBroker():  # messages go to a broker no worker reads
+        execution, _ = execution_create(workflow=wf, input={"x": 1})
+        with django_assert_num_queries(HOP_FIRST):
+            assert run("a", execution) == "succeeded"
+        for key in ("b", "c"):
+            with django_assert_num_queries(HOP_MIDDLE):
+                assert run(key, execution) == "succeeded"
+        assert run("d", execution) == "succeeded"
+    execution.refresh_from_db()
+    assert execution.status == "succeeded" and execution.output == {"d": {"x": 1}}
+    runs = NodeRun.objects.filter(execution=execution)
+    assert set(runs.values_list("status", "attempts")) == {("succeeded", 1)}
+    assert runs.get(node="c").input == {"x": 1}

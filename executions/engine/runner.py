@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -26,7 +27,7 @@ from executions.engine.retry import backoff_delay, should_retry
 from executions.engine.scheduler import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
 from executions.graph import is_error_output
-from executions.models import Execution, NodeRun
+from executions.models import Execution, NodeRun, Workflow
 from executions.nodes import Context, NodeError, NodeTimeout, Result, Wait, get_node_type
 from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
 from monitoring import counters
@@ -41,8 +42,67 @@ _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _EARLY_TOLERANCE = timedelta(seconds=1)
 
 
+# The claim on PostgreSQL: one statement that moves the run to `running` and returns what the
+# task needs. The run's own conditions sit on the UPDATE's target row, so when two claims race
+# the second, blocked on the row lock, rechecks them on the committed version and claims
+# nothing; the execution's conditions (active, within its deadline) come from the join.
+_CLAIM_SQL = """
+UPDATE executions_noderun AS nr
+   SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s,
+       lease_expires_at = %(lease)s, task_id = %(task_id)s, next_attempt_at = NULL
+  FROM executions_execution AS e, executions_workflow AS w
+ WHERE nr.execution_id = %(execution_id)s AND nr.node = %(node)s
+   AND e.id = nr.execution_id AND w.id = e.workflow_id
+   AND e.status IN ('pending', 'running') AND e.deadline_at > %(now)s
+   AND nr.status IN ('queued', 'retrying')
+   AND (nr.next_attempt_at IS NULL OR nr.next_attempt_at <= %(not_before)s)
+RETURNING nr.id, nr.attempts, nr.input, nr.state, nr.retry_delays, nr.reassignments,
+          nr.queued_at, nr.started_at, e.status, e.input, e.snapshot_id, e.depth,
+          e.parent_node_run_id, w.id, w.owner_id
+"""
+
+
+def _json(value: Any) -> Any:
+    # Django reads jsonb as text through its psycopg configuration; decode it here.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _claim_postgres(execution_id: str, node: str, task_id: str, now, lease) -> NodeRun | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "now": now, "lease": lease, "task_id": task_id, "execution_id": execution_id,
+                "node": node, "not_before": now + _EARLY_TOLERANCE,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (run_id, attempts, input_, state, delays, reassignments, queued_at, started_at,
+     ex_status, ex_input, snapshot_id, depth, parent_id, workflow_id, owner_id) = row
+    workflow = Workflow(id=workflow_id, owner_id=owner_id)
+    execution = Execution(
+        id=execution_id if not isinstance(execution_id, str) else uuid.UUID(execution_id),
+        status=ex_status, input=_json(ex_input), snapshot_id=snapshot_id, depth=depth,
+        parent_node_run_id=parent_id, workflow=workflow,
+    )
+    return NodeRun(
+        id=run_id, execution=execution, node=node, status=N.RUNNING, attempts=attempts,
+        input=_json(input_), state=_json(state), retry_delays=_json(delays) or [],
+        reassignments=reassignments, queued_at=queued_at, started_at=started_at, task_id=task_id,
+    )
+
+
 def _claim(execution_id: str, node: str, task_id: str, redelivered: bool, now) -> NodeRun | None:
     lease = now + timedelta(seconds=settings.WECONNECT_LEASE_SECONDS)
+    if connection.vendor == "postgresql":
+        run = _claim_postgres(execution_id, node, task_id, now, lease)
+        if run is not None:
+            return run
+        if not redelivered:
+            _check_deadline(execution_id, now)
+            return None
     # The execution's conditions go in a subquery on the execution alone, never as a join: an
     # UPDATE filtered through a join is rewritten by Django as `id IN (SELECT ... self-join)`,
     # and a second claim blocked on the row lock would then recheck the run's status on the

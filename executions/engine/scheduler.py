@@ -13,11 +13,12 @@ of the database; the ``pending -> queued`` compare-and-set makes a duplicate a n
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from executions.engine import dispatch
@@ -86,6 +87,10 @@ def node_run_finish(
     Returns False when the run had already moved on (cancelled, timed out, or taken over by a
     redelivered message after its worker was presumed dead): the result is then discarded.
     """
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        fast = _finish_linear(execution, graph, node, attempt, result)
+        if fast is not None:
+            return fast
     locks: list[RedisLock] = []
 
     def work() -> bool:
@@ -126,6 +131,80 @@ def node_run_finish(
     finally:
         for lock in locks:
             lock.release()
+
+
+# The common hop in one statement (PostgreSQL, autocommit): record the finished run and queue
+# its successors when each of them has this node as its only predecessor and its connection
+# fired. Every part is a compare-and-set: the queue step only happens if this run was still
+# ours (`done`) and the execution is active, and only moves successors still `pending`. A
+# cancel racing it is ordered by the successors' row locks exactly as in the general path.
+_FINISH_LINEAR_SQL = """
+WITH done AS (
+    UPDATE executions_noderun
+       SET status = %(status)s, output = %(output)s::jsonb, branch = %(branch)s,
+           error = %(error)s::jsonb, finished_at = %(now)s, lease_expires_at = NULL
+     WHERE execution_id = %(execution_id)s AND node = %(node)s
+       AND status = 'running' AND attempts = %(attempt)s
+    RETURNING 1
+), ex AS (
+    SELECT status FROM executions_execution WHERE id = %(execution_id)s
+), queued AS (
+    UPDATE executions_noderun AS nr
+       SET status = 'queued', input = %(output)s::jsonb, queued_at = %(now)s,
+           dispatched_at = %(now)s, task_id = v.task_id
+      FROM (SELECT unnest(%(succ_nodes)s::text[]) AS node, unnest(%(succ_tasks)s::text[]) AS task_id) AS v
+     WHERE nr.execution_id = %(execution_id)s AND nr.node = v.node AND nr.status = 'pending'
+       AND EXISTS (SELECT 1 FROM done)
+       AND (SELECT status FROM ex) IN ('pending', 'running')
+    RETURNING nr.node, nr.task_id
+)
+SELECT (SELECT count(*) FROM done), (SELECT status FROM ex),
+       ARRAY(SELECT node FROM queued), ARRAY(SELECT task_id FROM queued)
+"""
+
+
+def _jsonb(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _finish_linear(execution: Execution, graph: Graph, node: str, attempt: int, result: Finish) -> bool | None:
+    """The fast path of :func:`node_run_finish`, or None when the general path is needed
+    (a join or a skip among the successors, a sink, an unhandled failure)."""
+    if result.status == N.FAILED and not graph.has_error_route(node):
+        return None
+    successors = graph.successors(node)
+    if not successors:
+        return None
+    outcome = {node: Outcome(result.status, result.branch, result.output)}
+    for succ in successors:
+        if len(graph.predecessors(succ)) != 1 or decide(graph, succ, outcome)[0] != "run":
+            return None
+    tasks = [dispatch.new_task_id() for _ in successors]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _FINISH_LINEAR_SQL,
+            {
+                "status": result.status, "output": _jsonb(result.output), "branch": result.branch,
+                "error": _jsonb(result.error), "now": timezone.now(), "execution_id": str(execution.id),
+                "node": node, "attempt": attempt, "succ_nodes": successors, "succ_tasks": tasks,
+            },
+        )
+        done, status, queued_nodes, queued_tasks = cursor.fetchone()
+    if not done:
+        return False
+    if queued_nodes:
+        dispatch.send(
+            [
+                dispatch.Dispatch(str(execution.id), n, t, graph.nodes[n].timeout_seconds)
+                for n, t in zip(queued_nodes, queued_tasks, strict=True)
+            ]
+        )
+    elif status in EXECUTION_ACTIVE:
+        # Nothing was pending after all (successors reused by a from_failed retry): the
+        # execution may be complete now.
+        with transaction.atomic():
+            execution_complete_if_done(execution, graph, timezone.now())
+    return True
 
 
 def _propagate(
