@@ -154,7 +154,6 @@ def test_wake_during_run_makes_the_park_resume_at_once(user):
     from executions.engine.snapshots import graph_for
     from executions.nodes import Wait
     from executions.services.executions import node_run_wake
-
     from tests.broker import PrivateBroker
 
     wf = make_workflow(user, [node("a")])

@@ -26,12 +26,13 @@ LAST_NODE = (
 )
 # What a worker really runs (autocommit): the claim, and a hop whose successors have this
 # node as their only predecessor finishes in one statement.
-HOP_FIRST = 3  # claim, pending -> running, finish-and-queue
+HOP_FIRST = 2  # claim (which also starts the execution), finish-and-queue
 HOP_MIDDLE = 2  # claim, finish-and-queue
+HOP_LAST = 2  # claim, finish-and-complete (the single sink of its workflow)
 # A predecessor of a join: lock the join's row and read the other predecessors; the first
 # leaves it waiting (and skips the completion check), the second queues it.
 JOIN_WAITS = 7
-JOIN_QUEUED = 8
+JOIN_QUEUED = 9  # ... and reads the outputs of the fired predecessors
 JOIN_NODE = 9  # the join itself, here also the last node
 
 
@@ -166,9 +167,11 @@ def test_worker_hops_in_autocommit(user, django_assert_num_queries):
         for key in ("b", "c"):
             with django_assert_num_queries(HOP_MIDDLE):
                 assert run(key, execution) == "succeeded"
-        assert run("d", execution) == "succeeded"
+        with django_assert_num_queries(HOP_LAST):
+            assert run("d", execution) == "succeeded"
     execution.refresh_from_db()
     assert execution.status == "succeeded" and execution.output == {"d": {"x": 1}}
+    assert execution.started_at and execution.finished_at >= execution.started_at
     runs = NodeRun.objects.filter(execution=execution)
     assert set(runs.values_list("status", "attempts")) == {("succeeded", 1)}
     assert runs.get(node="c").input == {"x": 1}

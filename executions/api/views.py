@@ -17,7 +17,12 @@ from executions.api import serializers as s
 from executions.models import Execution, NodeRun, Workflow
 from executions.nodes import node_types
 from executions.services import workflows as workflow_services
-from executions.services.executions import Conflict, execution_cancel, execution_create, execution_retry
+from executions.services.executions import (
+    Conflict,
+    execution_cancel,
+    execution_create,
+    execution_retry,
+)
 from executions.states import ExecutionStatus, Trigger
 from executions.triggers.webhooks import webhook_token_rotate
 

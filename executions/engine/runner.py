@@ -46,19 +46,29 @@ _EARLY_TOLERANCE = timedelta(seconds=1)
 # task needs. The run's own conditions sit on the UPDATE's target row, so when two claims race
 # the second, blocked on the row lock, rechecks them on the committed version and claims
 # nothing; the execution's conditions (active, within its deadline) come from the join.
+# The first claim of an execution also moves it from `pending` to `running` (a
+# compare-and-set of its own, only if the claim succeeded).
 _CLAIM_SQL = """
-UPDATE executions_noderun AS nr
-   SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s,
-       lease_expires_at = %(lease)s, task_id = %(task_id)s, next_attempt_at = NULL
-  FROM executions_execution AS e, executions_workflow AS w
- WHERE nr.execution_id = %(execution_id)s AND nr.node = %(node)s
-   AND e.id = nr.execution_id AND w.id = e.workflow_id
-   AND e.status IN ('pending', 'running') AND e.deadline_at > %(now)s
-   AND nr.status IN ('queued', 'retrying')
-   AND (nr.next_attempt_at IS NULL OR nr.next_attempt_at <= %(not_before)s)
-RETURNING nr.id, nr.attempts, nr.input, nr.state, nr.retry_delays, nr.reassignments,
-          nr.queued_at, nr.started_at, e.status, e.input, e.snapshot_id, e.depth,
-          e.parent_node_run_id, w.id, w.owner_id
+WITH claimed AS (
+    UPDATE executions_noderun AS nr
+       SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s,
+           lease_expires_at = %(lease)s, task_id = %(task_id)s, next_attempt_at = NULL
+      FROM executions_execution AS e, executions_workflow AS w
+     WHERE nr.execution_id = %(execution_id)s AND nr.node = %(node)s
+       AND e.id = nr.execution_id AND w.id = e.workflow_id
+       AND e.status IN ('pending', 'running') AND e.deadline_at > %(now)s
+       AND nr.status IN ('queued', 'retrying')
+       AND (nr.next_attempt_at IS NULL OR nr.next_attempt_at <= %(not_before)s)
+    RETURNING nr.id, nr.attempts, nr.input, nr.state, nr.retry_delays, nr.reassignments,
+              nr.queued_at, nr.started_at, e.status, e.input, e.snapshot_id, e.depth,
+              e.parent_node_run_id, w.id AS workflow_id, w.owner_id
+), started AS (
+    UPDATE executions_execution SET status = 'running', started_at = %(now)s
+     WHERE id = %(execution_id)s AND status = 'pending'
+       AND EXISTS (SELECT 1 FROM claimed)
+    RETURNING 1
+)
+SELECT claimed.*, (SELECT count(*) FROM started) FROM claimed
 """
 
 
@@ -80,7 +90,9 @@ def _claim_postgres(execution_id: str, node: str, task_id: str, now, lease) -> N
     if row is None:
         return None
     (run_id, attempts, input_, state, delays, reassignments, queued_at, started_at,
-     ex_status, ex_input, snapshot_id, depth, parent_id, workflow_id, owner_id) = row
+     ex_status, ex_input, snapshot_id, depth, parent_id, workflow_id, owner_id, started) = row
+    if started:
+        ex_status = ExecutionStatus.RUNNING
     workflow = Workflow(id=workflow_id, owner_id=owner_id)
     execution = Execution(
         id=execution_id if not isinstance(execution_id, str) else uuid.UUID(execution_id),

@@ -167,13 +167,55 @@ def _jsonb(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
+# The last node of a workflow with a single sink, in one statement. Every node of such a
+# graph is an ancestor of the sink, and a node only runs once all its predecessors have
+# finished, so when the sink succeeds nothing else can be active: the execution is complete.
+_FINISH_SINK_SQL = """
+WITH done AS (
+    UPDATE executions_noderun
+       SET status = 'succeeded', output = %(output)s::jsonb, branch = %(branch)s,
+           error = NULL, finished_at = %(now)s, lease_expires_at = NULL
+     WHERE execution_id = %(execution_id)s AND node = %(node)s
+       AND status = 'running' AND attempts = %(attempt)s
+    RETURNING 1
+), fin AS (
+    UPDATE executions_execution
+       SET status = 'succeeded', output = %(execution_output)s::jsonb, finished_at = %(now)s
+     WHERE id = %(execution_id)s AND status IN ('pending', 'running')
+       AND EXISTS (SELECT 1 FROM done)
+    RETURNING parent_node_run_id
+)
+SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM fin),
+       (SELECT parent_node_run_id FROM fin)
+"""
+
+
+def _finish_sink(execution: Execution, node: str, attempt: int, result: Finish) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _FINISH_SINK_SQL,
+            {
+                "output": _jsonb(result.output), "branch": result.branch, "now": timezone.now(),
+                "execution_id": str(execution.id), "node": node, "attempt": attempt,
+                "execution_output": json.dumps({node: result.output}),
+            },
+        )
+        done, finished, parent = cursor.fetchone()
+    if finished:
+        log.info("execution succeeded", extra={"execution_id": str(execution.id)})
+        _on_execution_finished(execution.id, parent)
+    return bool(done)
+
+
 def _finish_linear(execution: Execution, graph: Graph, node: str, attempt: int, result: Finish) -> bool | None:
     """The fast path of :func:`node_run_finish`, or None when the general path is needed
-    (a join or a skip among the successors, a sink, an unhandled failure)."""
+    (a join or a skip among the successors, one of several sinks, an unhandled failure)."""
     if result.status == N.FAILED and not graph.has_error_route(node):
         return None
     successors = graph.successors(node)
     if not successors:
+        if result.status == N.SUCCEEDED and graph.sink_keys() == [node]:
+            return _finish_sink(execution, node, attempt, result)
         return None
     outcome = {node: Outcome(result.status, result.branch, result.output)}
     for succ in successors:
@@ -241,15 +283,23 @@ def _propagate(
                 if row != N.PENDING:
                     waiting = waiting or row in NODE_ACTIVE
                     continue
+                # Statuses first; outputs are read only by the predecessor that makes the join
+                # ready (in a wide fan-in the others would read every sibling's output for
+                # nothing).
                 missing = [p for p in preds if p not in known]
                 outcomes = dict(known)
-                outputs = {p: o.output for p, o in known.items()}
-                for p, st, br, out in NodeRun.objects.filter(
+                for p, st, br in NodeRun.objects.filter(
                     execution_id=execution.id, node__in=missing
-                ).values_list("node", "status", "branch", "output"):
-                    outcomes[p] = Outcome(st, br, out)
-                    outputs[p] = out
+                ).values_list("node", "status", "branch"):
+                    outcomes[p] = Outcome(st, br)
                 verdict, fired = decide(graph, succ, outcomes)
+                outputs = {p: o.output for p, o in known.items()}
+                if verdict == "run" and (unread := [p for p in fired if p not in known]):
+                    outputs.update(
+                        NodeRun.objects.filter(execution_id=execution.id, node__in=unread).values_list(
+                            "node", "output"
+                        )
+                    )
                 # Pending, and locked until this transaction ends: it stays active.
                 waiting = waiting or verdict == "wait"
             if verdict == "run":

@@ -10,7 +10,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from executions.engine import dispatch
-from executions.engine.scheduler import execution_complete_if_done, execution_stop, retry_on_deadlock
+from executions.engine.scheduler import (
+    execution_complete_if_done,
+    execution_stop,
+    retry_on_deadlock,
+)
 from executions.engine.snapshots import graph_for
 from executions.graph import Graph, Outcome, decide, find_cycle, node_input
 from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
