@@ -55,6 +55,7 @@ def test_webhook_starts_an_execution_with_the_body_as_input(worker, hooked):
     assert res.status_code == 202, res.content
     body = res.json()
     assert body["workflow_id"] == doc["id"] and body["created"] is True
+    assert body["id"] == body["execution_id"]
     ex = wait_for(body["execution_id"])
     assert ex.status == "succeeded" and ex.trigger == "webhook"
     assert ex.input == {"order": {"id": 7}} and ex.output == {"a": {"order": {"id": 7}}}

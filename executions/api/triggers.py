@@ -26,6 +26,7 @@ TOKEN_HEADER = "X-WeConnect-Token"
 _accepted = inline_serializer(
     "WebhookAccepted",
     {
+        "id": serializers.UUIDField(help_text="The execution's id (also as execution_id)."),
         "execution_id": serializers.UUIDField(),
         "workflow_id": serializers.UUIDField(),
         "status": serializers.CharField(),
@@ -107,6 +108,7 @@ class WebhookView(APIView):
             raise NotFound() from None
         return Response(
             {
+                "id": str(execution.id),
                 "execution_id": str(execution.id),
                 "workflow_id": str(execution.workflow_id),
                 "status": execution.status,
