@@ -12,7 +12,9 @@ from executions.states import ExecutionStatus, NodeRunStatus, Trigger
 
 class Workflow(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workflows")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workflows"
+    )
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
     is_active = models.BooleanField(default=True)
@@ -99,7 +101,9 @@ class WorkflowVersion(models.Model):
 class Execution(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="executions")
-    snapshot = models.ForeignKey(WorkflowVersion, on_delete=models.RESTRICT, related_name="executions")
+    snapshot = models.ForeignKey(
+        WorkflowVersion, on_delete=models.RESTRICT, related_name="executions"
+    )
     workflow_version = models.PositiveIntegerField()
     status = models.CharField(
         max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING
@@ -152,7 +156,9 @@ class NodeRun(models.Model):
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="node_runs")
     node = models.CharField(max_length=64)
     node_type = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=NodeRunStatus.choices, default=NodeRunStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=NodeRunStatus.choices, default=NodeRunStatus.PENDING
+    )
     attempts = models.PositiveIntegerField(default=0)
     reassignments = models.PositiveIntegerField(default=0)
     input = models.JSONField(null=True, blank=True)

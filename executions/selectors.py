@@ -8,13 +8,21 @@ from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
 
 
 def workflow_list(*, user) -> QuerySet[Workflow]:
-    graph = WorkflowVersion.objects.filter(workflow=OuterRef("pk"), version=OuterRef("version")).values("graph")[:1]
+    graph = WorkflowVersion.objects.filter(
+        workflow=OuterRef("pk"), version=OuterRef("version")
+    ).values("graph")[:1]
     qs = Workflow.objects.all() if user.is_superuser else Workflow.objects.filter(owner=user)
     return qs.annotate(graph=Subquery(graph)).order_by("-created_at")
 
 
 def execution_list(*, user) -> QuerySet[Execution]:
-    qs = Execution.objects.all() if user.is_superuser else Execution.objects.filter(workflow__owner=user)
-    return qs.select_related("workflow").prefetch_related(
-        Prefetch("node_runs", queryset=NodeRun.objects.order_by("id"))
-    ).order_by("-created_at")
+    qs = (
+        Execution.objects.all()
+        if user.is_superuser
+        else Execution.objects.filter(workflow__owner=user)
+    )
+    return (
+        qs.select_related("workflow")
+        .prefetch_related(Prefetch("node_runs", queryset=NodeRun.objects.order_by("id")))
+        .order_by("-created_at")
+    )

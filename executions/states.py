@@ -91,6 +91,8 @@ def transition(
     if sources is not None:
         narrowed = frozenset(sources)
         if not narrowed <= allowed:
-            raise ValueError(f"{sorted(narrowed - allowed)} -> {target} is not an allowed transition")
+            raise ValueError(
+                f"{sorted(narrowed - allowed)} -> {target} is not an allowed transition"
+            )
         allowed = narrowed
     return queryset.filter(status__in=allowed).update(status=target, **fields)

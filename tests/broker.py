@@ -68,7 +68,9 @@ class PrivateBroker:
 
     def worker(self, name: str, concurrency: int = 2, **env: str) -> WorkerProcess:
         w = WorkerProcess(
-            concurrency=concurrency, name=name, env={"REDIS_URL": self.url, "CELERY_BROKER_URL": self.url, **env}
+            concurrency=concurrency,
+            name=name,
+            env={"REDIS_URL": self.url, "CELERY_BROKER_URL": self.url, **env},
         )
         self.workers.append(w)
         return w

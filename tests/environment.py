@@ -54,9 +54,21 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen:
     """A redis-server that keeps nothing on disk, on 127.0.0.1:``port``."""
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while not port_open("127.0.0.1", port):
@@ -108,7 +120,9 @@ os.environ["WECONNECT_BROKER_KEY_PREFIX"] = f"wctest-{RUN_ID}:"
 os.environ.setdefault("WECONNECT_LOG_LEVEL", "WARNING")
 os.environ.setdefault("WECONNECT_TASK_EVENTS", "false")
 os.environ["WECONNECT_NODE_MODULES"] = "tests.nodetypes"
-os.environ.setdefault("WECONNECT_PYTHON_NODES", "tests.nodes_fixtures.double,tests.nodes_fixtures.describe_context")
+os.environ.setdefault(
+    "WECONNECT_PYTHON_NODES", "tests.nodes_fixtures.double,tests.nodes_fixtures.describe_context"
+)
 if not os.environ.get("WECONNECT_ENCRYPTION_KEYS"):
     from cryptography.fernet import Fernet
 

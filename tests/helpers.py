@@ -14,7 +14,9 @@ def node(key: str, type: str = "noop", **extra: Any) -> dict[str, Any]:
     return {"key": key, "type": type, **extra}
 
 
-def edge(source: str, target: str, type: str = "success", branch: str | None = None) -> dict[str, Any]:
+def edge(
+    source: str, target: str, type: str = "success", branch: str | None = None
+) -> dict[str, Any]:
     doc = {"source": source, "target": target, "type": type}
     if branch is not None:
         doc["branch"] = branch
@@ -22,7 +24,12 @@ def edge(source: str, target: str, type: str = "success", branch: str | None = N
 
 
 def workflow_doc(nodes: list[dict], connections: list[dict] | None = None, **extra: Any) -> dict:
-    return {"name": extra.pop("name", "test workflow"), "nodes": nodes, "connections": connections or [], **extra}
+    return {
+        "name": extra.pop("name", "test workflow"),
+        "nodes": nodes,
+        "connections": connections or [],
+        **extra,
+    }
 
 
 def make_workflow(owner, nodes: list[dict], connections: list[dict] | None = None, **extra: Any):
@@ -42,7 +49,9 @@ def wait_for(execution_id, timeout: float = 60.0, statuses=EXECUTION_TERMINAL) -
             return execution
         if time.monotonic() > deadline:
             runs = list(execution.node_runs.values_list("node", "status", "attempts"))
-            raise AssertionError(f"execution {execution_id} still {execution.status} after {timeout}s: {runs}")
+            raise AssertionError(
+                f"execution {execution_id} still {execution.status} after {timeout}s: {runs}"
+            )
         time.sleep(0.05)
 
 
@@ -54,7 +63,9 @@ def wait_all(ids, timeout: float = 120.0) -> list[Execution]:
         if done == len(ids):
             return list(Execution.objects.filter(id__in=ids))
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(ids) - done} of {len(ids)} executions unfinished after {timeout}s")
+            raise AssertionError(
+                f"{len(ids) - done} of {len(ids)} executions unfinished after {timeout}s"
+            )
         time.sleep(0.1)
 
 

@@ -29,7 +29,9 @@ class Behave(NodeType):
         if cfg.get("sleep"):
             time.sleep(cfg["sleep"])
         if ctx.attempt <= cfg.get("fail_attempts", 0):
-            raise NodeError(f"planned failure on attempt {ctx.attempt}", retryable=cfg.get("retryable", True))
+            raise NodeError(
+                f"planned failure on attempt {ctx.attempt}", retryable=cfg.get("retryable", True)
+            )
         output = cfg["output"] if "output" in cfg else ctx.input
         if "branch" in cfg:
             return Result(output, cfg["branch"])

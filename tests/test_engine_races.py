@@ -19,7 +19,9 @@ EXECUTIONS = 200
 def test_join_runs_exactly_once_per_execution(worker, user):
     assert worker.concurrency >= 4
     nodes = [node("start")] + [node(f"b{i}") for i in range(BRANCHES)] + [node("join")]
-    conns = [edge("start", f"b{i}") for i in range(BRANCHES)] + [edge(f"b{i}", "join") for i in range(BRANCHES)]
+    conns = [edge("start", f"b{i}") for i in range(BRANCHES)] + [
+        edge(f"b{i}", "join") for i in range(BRANCHES)
+    ]
     wf = make_workflow(user, nodes, conns)
     ids = [execution_create(workflow=wf, input={"n": i})[0].id for i in range(EXECUTIONS)]
     executions = wait_all(ids, timeout=600)
@@ -29,7 +31,9 @@ def test_join_runs_exactly_once_per_execution(worker, user):
     assert joins.count() == EXECUTIONS  # one join run per execution (the unique constraint)
     assert set(joins.values_list("status", "attempts").distinct()) == {("succeeded", 1)}
     # Every branch ran exactly once as well, and the join saw all 50 inputs.
-    per_node = NodeRun.objects.filter(execution_id__in=ids).aggregate(max_attempts=Max("attempts"), n=Count("id"))
+    per_node = NodeRun.objects.filter(execution_id__in=ids).aggregate(
+        max_attempts=Max("attempts"), n=Count("id")
+    )
     assert per_node == {"max_attempts": 1, "n": EXECUTIONS * (BRANCHES + 2)}
     for j in joins.only("input")[:20]:
         assert sorted(j.input) == sorted(f"b{i}" for i in range(BRANCHES))

@@ -15,7 +15,15 @@ RETRY = {"max_retries": 3, "backoff_seconds": 0.3, "max_backoff_seconds": 5, "ji
 def test_fails_twice_then_succeeds_with_backoff(worker, user):
     wf = make_workflow(
         user,
-        [node("flaky", "test_behave", config={"fail_attempts": 2, "output": {"ok": True}}, retry=RETRY), node("after")],
+        [
+            node(
+                "flaky",
+                "test_behave",
+                config={"fail_attempts": 2, "output": {"ok": True}},
+                retry=RETRY,
+            ),
+            node("after"),
+        ],
         [edge("flaky", "after")],
     )
     ex, _ = execution_create(workflow=wf, input={})
@@ -34,8 +42,16 @@ def test_fails_twice_then_succeeds_with_backoff(worker, user):
 def test_always_failing_node_ends_failed_after_all_attempts_and_routes(worker, user):
     wf = make_workflow(
         user,
-        [node("bad", "test_behave", config={"fail_attempts": 99}, retry={**RETRY, "max_retries": 2, "backoff_seconds": 0.1}),
-         node("next"), node("on_error")],
+        [
+            node(
+                "bad",
+                "test_behave",
+                config={"fail_attempts": 99},
+                retry={**RETRY, "max_retries": 2, "backoff_seconds": 0.1},
+            ),
+            node("next"),
+            node("on_error"),
+        ],
         [edge("bad", "next"), edge("bad", "on_error", "error")],
     )
     ex, _ = execution_create(workflow=wf, input={})
@@ -66,6 +82,8 @@ def test_jitter_keeps_delays_within_the_bound():
     policy = {"backoff_seconds": 1.0, "max_backoff_seconds": 3.0, "jitter": True}
     for attempt in range(1, 6):
         bound = min(3.0, 2 ** (attempt - 1))
-        assert backoff_delay(attempt, policy, rand=lambda: 0.999999) == pytest.approx(bound, rel=1e-5)
+        assert backoff_delay(attempt, policy, rand=lambda: 0.999999) == pytest.approx(
+            bound, rel=1e-5
+        )
         assert backoff_delay(attempt, policy, rand=lambda: 0.0) == 0.0
     assert backoff_delay(3, {**policy, "jitter": False}) == 3.0

@@ -39,18 +39,25 @@ def test_redis_lock_expires():
 
 
 def test_decide_waits_runs_and_skips():
-    g = Graph([NodeSpec("a", "noop"), NodeSpec("b", "noop"), NodeSpec("j", "noop")],
-              [Edge("a", "j"), Edge("b", "j", "error")])
+    g = Graph(
+        [NodeSpec("a", "noop"), NodeSpec("b", "noop"), NodeSpec("j", "noop")],
+        [Edge("a", "j"), Edge("b", "j", "error")],
+    )
     assert decide(g, "j", {"a": Outcome("succeeded")}) == ("wait", [])
     assert decide(g, "j", {"a": Outcome("succeeded"), "b": Outcome("succeeded")}) == ("run", ["a"])
     assert decide(g, "j", {"a": Outcome("failed"), "b": Outcome("succeeded")}) == ("skip", [])
-    assert decide(g, "j", {"a": Outcome("succeeded"), "b": Outcome("failed")}) == ("run", ["a", "b"])
+    assert decide(g, "j", {"a": Outcome("succeeded"), "b": Outcome("failed")}) == (
+        "run",
+        ["a", "b"],
+    )
     assert decide(g, "j", {"a": Outcome("skipped"), "b": Outcome("skipped")}) == ("skip", [])
 
 
 def test_branch_connections_fire_only_for_their_branch():
-    g = Graph([NodeSpec("r", "condition"), NodeSpec("t", "noop"), NodeSpec("f", "noop")],
-              [Edge("r", "t", branch="true"), Edge("r", "f", branch="false")])
+    g = Graph(
+        [NodeSpec("r", "condition"), NodeSpec("t", "noop"), NodeSpec("f", "noop")],
+        [Edge("r", "t", branch="true"), Edge("r", "f", branch="false")],
+    )
     out = Outcome("succeeded", "true", {})
     assert decide(g, "t", {"r": out})[0] == "run"
     assert decide(g, "f", {"r": out})[0] == "skip"
@@ -59,10 +66,17 @@ def test_branch_connections_fire_only_for_their_branch():
 @pytest.mark.parametrize(
     "output,expected",
     [
-        ({"error": True}, True), ({"success": False}, True), ({"status": "failed"}, True),
-        ({"statusCode": 404}, True), ({"status_code": 500}, True), ({"statusCode": 399}, False),
+        ({"error": True}, True),
+        ({"success": False}, True),
+        ({"status": "failed"}, True),
+        ({"statusCode": 404}, True),
+        ({"status_code": 500}, True),
+        ({"statusCode": 399}, False),
         ({"error": False, "success": True, "status": "ok", "statusCode": 200}, False),
-        ({"statusCode": True}, False), ([{"error": True}], False), ("error", False), (None, False),
+        ({"statusCode": True}, False),
+        ([{"error": True}], False),
+        ("error", False),
+        (None, False),
     ],
 )
 def test_error_convention(output, expected):
@@ -80,7 +94,9 @@ def test_find_cycle_reports_a_closed_path():
 
 def test_transition_table_refuses_leaving_a_terminal_state():
     with pytest.raises(ValueError):
-        transition(NodeRun.objects.none(), "running", table=NODE_RUN_TRANSITIONS, sources=["succeeded"])
+        transition(
+            NodeRun.objects.none(), "running", table=NODE_RUN_TRANSITIONS, sources=["succeeded"]
+        )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -90,7 +106,9 @@ def test_terminal_states_stay_terminal(user):
     run = NodeRun.objects.get(execution=ex)
     NodeRun.objects.filter(id=run.id).update(status="succeeded")
     for target in ("queued", "running", "cancelled", "failed", "skipped"):
-        assert transition(NodeRun.objects.filter(id=run.id), target, table=NODE_RUN_TRANSITIONS) == 0
+        assert (
+            transition(NodeRun.objects.filter(id=run.id), target, table=NODE_RUN_TRANSITIONS) == 0
+        )
     assert NodeRun.objects.get(id=run.id).status == "succeeded"
 
 
@@ -164,7 +182,10 @@ def test_wake_during_run_makes_the_park_resume_at_once(user):
     assert run is not None and run.attempts == 1
     assert node_run_wake(node_run_id=run.id) is False  # still running: only marked
     far = now + timedelta(hours=1)
-    assert _park(run.execution, graph_for(run.execution.snapshot_id), run, 1, Wait(until=far), {}) == "waiting"
+    assert (
+        _park(run.execution, graph_for(run.execution.snapshot_id), run, 1, Wait(until=far), {})
+        == "waiting"
+    )
     parked = NodeRun.objects.get(id=run.id)
     assert parked.status == "queued" and parked.attempts == 0
     assert parked.next_attempt_at <= timezone.now()  # due now, not in an hour

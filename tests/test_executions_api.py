@@ -15,14 +15,41 @@ from tests.helpers import edge, make_workflow, node, wait_for
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 DOC_FIELDS = {
-    "id", "workflow", "workflow_version", "status", "trigger", "input", "output", "error", "retry_of",
-    "created_at", "started_at", "finished_at", "deadline_at", "node_runs",
+    "id",
+    "workflow",
+    "workflow_version",
+    "status",
+    "trigger",
+    "input",
+    "output",
+    "error",
+    "retry_of",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "deadline_at",
+    "node_runs",
 }
-RUN_FIELDS = {"node", "status", "attempts", "input", "output", "error", "queued_at", "started_at", "finished_at"}
+RUN_FIELDS = {
+    "node",
+    "status",
+    "attempts",
+    "input",
+    "output",
+    "error",
+    "queued_at",
+    "started_at",
+    "finished_at",
+}
 
 
 def execute(api, wf, body=None, **headers):
-    return api.post(f"/api/workflows/{wf.id}/execute/", body if body is not None else {"input": {"a": 1}}, format="json", **headers)
+    return api.post(
+        f"/api/workflows/{wf.id}/execute/",
+        body if body is not None else {"input": {"a": 1}},
+        format="json",
+        **headers,
+    )
 
 
 @pytest.mark.worker
@@ -32,7 +59,9 @@ def test_execute_runs_and_documents(worker, api, user):
     assert r.status_code == 202, r.content
     doc = r.json()
     assert DOC_FIELDS <= set(doc)
-    assert doc["trigger"] == "api" and doc["workflow"] == str(wf.id) and doc["workflow_version"] == 1
+    assert (
+        doc["trigger"] == "api" and doc["workflow"] == str(wf.id) and doc["workflow_version"] == 1
+    )
     assert {n["node"] for n in doc["node_runs"]} == {"a", "b"}
     wait_for(doc["id"])
     detail = api.get(f"/api/executions/{doc['id']}/").json()
@@ -110,7 +139,9 @@ def test_list_filters_and_isolation(api, other_api, user, other_user):
     listed = api.get("/api/executions/").json()
     assert [e["id"] for e in listed["results"]] == [e2, e1]  # newest first, own only
     assert listed["count"] == 2
-    assert [e["id"] for e in api.get(f"/api/executions/?workflow={wf.id}").json()["results"]] == [e1]
+    assert [e["id"] for e in api.get(f"/api/executions/?workflow={wf.id}").json()["results"]] == [
+        e1
+    ]
     assert api.get("/api/executions/?status=cancelled").json()["count"] == 0
     assert api.get("/api/executions/?status=bogus").status_code == 400
     assert api.get("/api/executions/?workflow=not-a-uuid").status_code == 400
@@ -145,7 +176,11 @@ def test_cancel_stops_everything_and_late_messages_are_no_ops(worker, api, user)
     time.sleep(2.5)  # the slow node finishes on the worker: its result is discarded
     ex = Execution.objects.get(id=doc["id"])
     assert ex.status == "cancelled"
-    assert {r.node: r.status for r in ex.node_runs.all()} == {"slow": "cancelled", "after": "cancelled", "side": ex.node_runs.get(node="side").status}
+    assert {r.node: r.status for r in ex.node_runs.all()} == {
+        "slow": "cancelled",
+        "after": "cancelled",
+        "side": ex.node_runs.get(node="side").status,
+    }
     assert ex.node_runs.get(node="after").started_at is None
     # A late, duplicated message for the cancelled execution changes nothing.
     from executions.engine.runner import node_run_execute
@@ -158,15 +193,22 @@ def test_cancel_stops_everything_and_late_messages_are_no_ops(worker, api, user)
 def test_retry_from_failed_reuses_successes_and_from_start_reruns(worker, api, user):
     wf = make_workflow(
         user,
-        [node("ok", "test_behave", config={"output": {"v": 1}}),
-         node("bad", "test_behave", config={"fail_attempts": 1, "retryable": False}),
-         node("end")],
+        [
+            node("ok", "test_behave", config={"output": {"v": 1}}),
+            node("bad", "test_behave", config={"fail_attempts": 1, "retryable": False}),
+            node("end"),
+        ],
         [edge("ok", "bad"), edge("bad", "end")],
     )
     first = execute(api, wf).json()
     failed = wait_for(first["id"])
     assert failed.status == "failed"
-    assert api.post(f"/api/executions/{first['id']}/retry/", {"mode": "sideways"}, format="json").status_code == 400
+    assert (
+        api.post(
+            f"/api/executions/{first['id']}/retry/", {"mode": "sideways"}, format="json"
+        ).status_code
+        == 400
+    )
 
     r = api.post(f"/api/executions/{first['id']}/retry/", {}, format="json")  # default from_failed
     assert r.status_code == 202
@@ -192,7 +234,10 @@ def test_retry_from_failed_completes_after_a_fix(worker, api, user):
     """A transient failure: from_failed runs only the failed part again and succeeds."""
     wf = make_workflow(
         user,
-        [node("a", "test_behave", config={"output": {"v": 2}}), node("b", "test_behave", config={"fail_attempts": 99, "retryable": False})],
+        [
+            node("a", "test_behave", config={"output": {"v": 2}}),
+            node("b", "test_behave", config={"fail_attempts": 99, "retryable": False}),
+        ],
         [edge("a", "b")],
     )
     first = wait_for(execute(api, wf).json()["id"])

@@ -16,9 +16,16 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 def test_node_past_its_timeout_fails_and_is_retried(worker, user):
     wf = make_workflow(
         user,
-        [node("sleepy", "test_behave", config={"sleep": 10}, timeout_seconds=1,
-              retry={"max_retries": 1, "backoff_seconds": 0.1, "jitter": False}),
-         node("on_timeout")],
+        [
+            node(
+                "sleepy",
+                "test_behave",
+                config={"sleep": 10},
+                timeout_seconds=1,
+                retry={"max_retries": 1, "backoff_seconds": 0.1, "jitter": False},
+            ),
+            node("on_timeout"),
+        ],
         [edge("sleepy", "on_timeout", "error")],
     )
     t0 = time.monotonic()
@@ -36,7 +43,12 @@ def test_node_past_its_timeout_fails_and_is_retried(worker, user):
 def test_execution_past_its_deadline_is_timed_out_and_leaves_nothing_queued(worker, user):
     wf = make_workflow(
         user,
-        [node("start"), node("long", "test_behave", config={"sleep": 8}), node("after"), node("other")],
+        [
+            node("start"),
+            node("long", "test_behave", config={"sleep": 8}),
+            node("after"),
+            node("other"),
+        ],
         [edge("start", "long"), edge("long", "after"), edge("start", "other")],
         timeout_seconds=2,
     )
@@ -48,7 +60,9 @@ def test_execution_past_its_deadline_is_timed_out_and_leaves_nothing_queued(work
     assert 0 <= late < 3, late  # within a few seconds of the deadline
     runs = runs_by_node(ex)
     assert runs["long"].status == "cancelled" and runs["after"].status == "cancelled"
-    assert not NodeRun.objects.filter(execution=ex, status__in=["pending", "queued", "retrying", "running"]).exists()
+    assert not NodeRun.objects.filter(
+        execution=ex, status__in=["pending", "queued", "retrying", "running"]
+    ).exists()
     # the long node keeps sleeping on its worker; when it ends its result is discarded
     time.sleep(7)
     assert Execution.objects.get(id=ex.id).status == "timed_out"

@@ -16,7 +16,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def our_keys() -> list[str]:
-    keys = [k.decode() for k in redis_client().scan_iter(match=settings.WECONNECT_KEY_PREFIX + "*", count=1000)]
+    keys = [
+        k.decode()
+        for k in redis_client().scan_iter(match=settings.WECONNECT_KEY_PREFIX + "*", count=1000)
+    ]
     # Aggregate metrics counters are not per-execution state.
     return [k for k in keys if not k.startswith(settings.WECONNECT_KEY_PREFIX + "metrics")]
 
@@ -25,9 +28,25 @@ def test_no_execution_keys_left_behind(worker, user):
     fan = [node("s")] + [node(f"b{i}") for i in range(8)] + [node("join")]
     fan_edges = [edge("s", f"b{i}") for i in range(8)] + [edge(f"b{i}", "join") for i in range(8)]
     ok = make_workflow(user, fan, fan_edges, name="ok")
-    failing = make_workflow(user, [node("x", "test_behave", config={"fail_attempts": 9, "retryable": False}), *fan], [edge("x", "s"), *fan_edges], name="failing")
-    slow = make_workflow(user, [node("s"), node("slow", "test_behave", config={"sleep": 3}), node("j")], [edge("s", "slow"), edge("slow", "j"), edge("s", "j")], name="slow")
-    timing_out = make_workflow(user, [node("s"), node("slow", "test_behave", config={"sleep": 4}), node("j")], [edge("s", "slow"), edge("slow", "j"), edge("s", "j")], timeout_seconds=1, name="timeout")
+    failing = make_workflow(
+        user,
+        [node("x", "test_behave", config={"fail_attempts": 9, "retryable": False}), *fan],
+        [edge("x", "s"), *fan_edges],
+        name="failing",
+    )
+    slow = make_workflow(
+        user,
+        [node("s"), node("slow", "test_behave", config={"sleep": 3}), node("j")],
+        [edge("s", "slow"), edge("slow", "j"), edge("s", "j")],
+        name="slow",
+    )
+    timing_out = make_workflow(
+        user,
+        [node("s"), node("slow", "test_behave", config={"sleep": 4}), node("j")],
+        [edge("s", "slow"), edge("slow", "j"), edge("s", "j")],
+        timeout_seconds=1,
+        name="timeout",
+    )
 
     ids = [execution_create(workflow=ok, input={})[0].id for _ in range(30)]
     ids += [execution_create(workflow=failing, input={})[0].id for _ in range(10)]

@@ -72,7 +72,9 @@ def test_allowed_status_is_a_success_without_retry(worker, user, http_server, co
     wf = make_workflow(
         user,
         [
-            http_node(url=f"{http_server.base}/status/{code}", allowed_status=[code], retry=FAST_RETRY),
+            http_node(
+                url=f"{http_server.base}/status/{code}", allowed_status=[code], retry=FAST_RETRY
+            ),
             node("ok"),
             node("on_error"),
         ],

@@ -36,7 +36,11 @@ def drive_until_done(ids, timeout=90, interval=0.5):
         if Execution.objects.filter(id__in=ids, status__in=["pending", "running"]).count() == 0:
             return list(Execution.objects.filter(id__in=ids))
         time.sleep(interval)
-    left = list(NodeRun.objects.filter(execution_id__in=ids).exclude(status__in=["succeeded", "skipped"]).values_list("node", "status", "attempts"))
+    left = list(
+        NodeRun.objects.filter(execution_id__in=ids)
+        .exclude(status__in=["succeeded", "skipped"])
+        .values_list("node", "status", "attempts")
+    )
     raise AssertionError(f"not finished after {timeout}s: {left}")
 
 
@@ -60,7 +64,9 @@ def test_broker_down_at_trigger_time_then_back(api, user, fast_recovery):
         ex_id = r.json()["id"]
         assert NodeRun.objects.get(execution_id=ex_id, node="a").status == "queued"
         time.sleep(1.5)
-        assert Execution.objects.get(id=ex_id).status == "pending"  # nothing ran: the message was lost
+        assert (
+            Execution.objects.get(id=ex_id).status == "pending"
+        )  # nothing ran: the message was lost
         broker.start()
         [ex] = drive_until_done([ex_id])
         assert ex.status == "succeeded" and ex.output == {"b": {"k": 1}}
@@ -69,7 +75,9 @@ def test_broker_down_at_trigger_time_then_back(api, user, fast_recovery):
 
 def test_redis_restart_loses_the_queue_and_everything_still_completes(user, fast_recovery):
     wf = make_workflow(
-        user, [node("slow", "test_behave", config={"sleep": 0.5}), node("next")], [edge("slow", "next")]
+        user,
+        [node("slow", "test_behave", config={"sleep": 0.5}), node("next")],
+        [edge("slow", "next")],
     )
     with PrivateBroker() as broker:
         broker.worker("rr", concurrency=1).start()
@@ -96,7 +104,11 @@ def test_worker_sigkilled_mid_node_runs_are_reclaimed(user, fast_recovery):
         ids = [execution_create(workflow=wf, input={"i": i})[0].id for i in range(4)]
         wait_running("slow", count=2)
         first.kill()  # the whole worker, parent and pool children, at once
-        killed = set(NodeRun.objects.filter(node="slow", status="running").values_list("execution_id", flat=True))
+        killed = set(
+            NodeRun.objects.filter(node="slow", status="running").values_list(
+                "execution_id", flat=True
+            )
+        )
         assert len(killed) == 2
         broker.worker("k2", concurrency=2, **FAST_LEASE).start()
         executions = drive_until_done(ids, timeout=120)
@@ -106,11 +118,19 @@ def test_worker_sigkilled_mid_node_runs_are_reclaimed(user, fast_recovery):
         assert slow.reassignments >= 1 and slow.attempts >= 2
     # Every successor ran exactly once.
     for key in ("a", "c", "d"):
-        assert set(NodeRun.objects.filter(execution_id__in=ids, node=key).values_list("attempts", flat=True)) == {1}
+        assert set(
+            NodeRun.objects.filter(execution_id__in=ids, node=key).values_list(
+                "attempts", flat=True
+            )
+        ) == {1}
 
 
 def test_pool_child_sigkilled_message_redelivered_and_taken_over(user):
-    wf = make_workflow(user, [node("slow", "test_behave", config={"sleep": 2}), node("after")], [edge("slow", "after")])
+    wf = make_workflow(
+        user,
+        [node("slow", "test_behave", config={"sleep": 2}), node("after")],
+        [edge("slow", "after")],
+    )
     with PrivateBroker() as broker:
         w = broker.worker("child", concurrency=1, **FAST_LEASE).start()
         ex, _ = execution_create(workflow=wf, input={})
@@ -121,7 +141,9 @@ def test_pool_child_sigkilled_message_redelivered_and_taken_over(user):
         # redelivered, and the task takes over its own run.
         deadline = time.monotonic() + 60
         while Execution.objects.get(id=ex.id).status != "succeeded":
-            assert time.monotonic() < deadline, list(NodeRun.objects.filter(execution=ex).values_list("node", "status", "attempts"))
+            assert time.monotonic() < deadline, list(
+                NodeRun.objects.filter(execution=ex).values_list("node", "status", "attempts")
+            )
             time.sleep(0.1)
     slow = NodeRun.objects.get(execution=ex, node="slow")
     assert slow.attempts == 2 and slow.reassignments == 1
@@ -131,8 +153,19 @@ def test_pool_child_sigkilled_message_redelivered_and_taken_over(user):
 def test_long_backoff_is_held_in_the_database_not_as_an_eta(user, fast_recovery):
     wf = make_workflow(
         user,
-        [node("flaky", "test_behave", config={"fail_attempts": 1},
-              retry={"max_retries": 2, "backoff_seconds": 3, "max_backoff_seconds": 3, "jitter": False})],
+        [
+            node(
+                "flaky",
+                "test_behave",
+                config={"fail_attempts": 1},
+                retry={
+                    "max_retries": 2,
+                    "backoff_seconds": 3,
+                    "max_backoff_seconds": 3,
+                    "jitter": False,
+                },
+            )
+        ],
     )
     with PrivateBroker() as broker:
         broker.worker("eta", WECONNECT_MAX_ETA_SECONDS="1").start()
@@ -143,8 +176,16 @@ def test_long_backoff_is_held_in_the_database_not_as_an_eta(user, fast_recovery)
             time.sleep(0.05)
         assert run.dispatched_at is None  # no message sent: the wait lives in next_attempt_at
         assert run.retry_delays == [3.0]
-        queue_keys = [k for k in redis.Redis.from_url(broker.url).keys("*") if not k.startswith(b"_kombu") and b"unacked" not in k]
-        assert all(redis.Redis.from_url(broker.url).llen(k) == 0 for k in queue_keys if redis.Redis.from_url(broker.url).type(k) == b"list")
+        queue_keys = [
+            k
+            for k in redis.Redis.from_url(broker.url).keys("*")
+            if not k.startswith(b"_kombu") and b"unacked" not in k
+        ]
+        assert all(
+            redis.Redis.from_url(broker.url).llen(k) == 0
+            for k in queue_keys
+            if redis.Redis.from_url(broker.url).type(k) == b"list"
+        )
         assert recovery_run().redispatched == 0  # not due yet
         time.sleep(max(0.0, (run.next_attempt_at - run.started_at).total_seconds() - 0.5))
         [done] = drive_until_done([ex.id], timeout=30, interval=0.2)

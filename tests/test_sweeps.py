@@ -42,7 +42,9 @@ def test_stale_sweep_cancels_exactly_the_stale_ones(user):
         ex = Execution.objects.get(id=ex_id)
         assert ex.status == "cancelled" and ex.error["type"] == "Stale"
         assert "stale" in ex.error["message"]
-        assert not NodeRun.objects.filter(execution_id=ex_id, status__in=["pending", "queued", "running", "retrying"]).exists()
+        assert not NodeRun.objects.filter(
+            execution_id=ex_id, status__in=["pending", "queued", "running", "retrying"]
+        ).exists()
     assert Execution.objects.get(id=fresh_running).status == "running"
     assert Execution.objects.get(id=old_finished).status == "succeeded"
     assert Execution.objects.get(id=old_failed).status == "failed"
@@ -63,7 +65,10 @@ def test_stale_sweep_works_in_bounded_batches(user):
 
 def test_retention_deletes_old_finished_executions_only(user):
     wf = make_workflow(user, [node("a")])
-    old = [_execution(wf, status=s, age_hours=24 * 40, finished=True) for s in ("succeeded", "failed", "cancelled", "timed_out")]
+    old = [
+        _execution(wf, status=s, age_hours=24 * 40, finished=True)
+        for s in ("succeeded", "failed", "cancelled", "timed_out")
+    ]
     recent = _execution(wf, status="succeeded", age_hours=24 * 3, finished=True)
     old_but_running = _execution(wf, status="running", age_hours=24 * 40)
     deleted = retention_sweep(now=timezone.now(), batch=3)
@@ -77,7 +82,13 @@ def test_sweeps_are_scheduled_by_a_data_migration():
     sweep = PeriodicTask.objects.get(name="weconnect-stale-sweep")
     assert sweep.task == "weconnect.stale_sweep" and sweep.enabled
     c = sweep.crontab
-    assert (c.minute, c.hour, c.day_of_month, c.month_of_year, c.day_of_week) == ("0", "*/6", "*", "*", "*")
+    assert (c.minute, c.hour, c.day_of_month, c.month_of_year, c.day_of_week) == (
+        "0",
+        "*/6",
+        "*",
+        "*",
+        "*",
+    )
     retention = PeriodicTask.objects.get(name="weconnect-retention")
     assert retention.task == "weconnect.retention"
 

@@ -51,7 +51,9 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no)")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     value = _parse(name, default, int, "a whole number")
     _check_range(name, value, minimum, maximum)
     return value
@@ -111,5 +113,7 @@ def env_database(name: str, default: dict) -> dict:
 def env_redis_url(name: str, default: str) -> str:
     value = env_str(name, default)
     if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ImproperlyConfigured(f"{name}={value!r} must start with redis://, rediss:// or unix://")
+        raise ImproperlyConfigured(
+            f"{name}={value!r} must start with redis://, rediss:// or unix://"
+        )
     return value

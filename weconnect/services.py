@@ -35,9 +35,13 @@ def ensure_postgres() -> None:
         return
     versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     if not versions or not shutil.which("pg_ctlcluster"):
-        print("PostgreSQL not installed here; the tests will start a throwaway one.", file=sys.stderr)
+        print(
+            "PostgreSQL not installed here; the tests will start a throwaway one.", file=sys.stderr
+        )
         return
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False)
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False
+    )
     print("PostgreSQL started" if _wait(5432) else "PostgreSQL did not start", file=sys.stderr)
 
 
@@ -46,10 +50,25 @@ def ensure_redis() -> None:
         return
     binary = shutil.which("redis-server")
     if not binary:
-        print("redis-server not installed here; the tests will start a throwaway one.", file=sys.stderr)
+        print(
+            "redis-server not installed here; the tests will start a throwaway one.",
+            file=sys.stderr,
+        )
         return
     subprocess.run(
-        [binary, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no"],
+        [
+            binary,
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         check=False,
     )
     print("Redis started" if _wait(6379) else "Redis did not start", file=sys.stderr)

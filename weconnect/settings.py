@@ -97,7 +97,9 @@ DATABASES = {"default": env_database("DATABASE_URL", _SQLITE_DEFAULT)}
 # django-environ passes an unknown scheme (foo://) through as the ENGINE; refuse it here so the
 # message names the variable instead of failing later on the first query.
 if "." not in DATABASES["default"]["ENGINE"]:
-    raise ImproperlyConfigured(f"DATABASE_URL has an unsupported scheme: {DATABASES['default']['ENGINE']!r}")
+    raise ImproperlyConfigured(
+        f"DATABASE_URL has an unsupported scheme: {DATABASES['default']['ENGINE']!r}"
+    )
 # A socket directory written the libpq way (postgres://user@%2Frun%2Fpostgresql/db) comes back
 # from django-environ still percent-encoded; psycopg needs the plain path.
 if DATABASES["default"].get("HOST", "").lower().startswith("%2f"):
@@ -243,7 +245,9 @@ CELERY_TASK_TIME_LIMIT = 660
 # /monitoring/health answers only {"status": ...} without it.
 WECONNECT_MONITORING_TOKEN = env_str("WECONNECT_MONITORING_TOKEN")
 # Each health probe gives up after this long; the whole health answer after the budget.
-WECONNECT_HEALTH_PROBE_TIMEOUT = env_float("WECONNECT_HEALTH_PROBE_TIMEOUT", 0.5, minimum=0.05, maximum=5)
+WECONNECT_HEALTH_PROBE_TIMEOUT = env_float(
+    "WECONNECT_HEALTH_PROBE_TIMEOUT", 0.5, minimum=0.05, maximum=5
+)
 WECONNECT_HEALTH_BUDGET = env_float("WECONNECT_HEALTH_BUDGET", 0.9, minimum=0.1, maximum=10)
 # Beat is reported silent when the recovery task's last run (PeriodicTask.last_run_at, which
 # Beat writes back every 3 minutes) is older than this many seconds.

@@ -13,8 +13,12 @@ from executions.validation import validate_graph
 
 
 class RetryInputSerializer(serializers.Serializer):
-    max_retries = serializers.IntegerField(min_value=0, max_value=10, default=DEFAULT_RETRY["max_retries"])
-    backoff_seconds = serializers.FloatField(min_value=0, max_value=3600, default=DEFAULT_RETRY["backoff_seconds"])
+    max_retries = serializers.IntegerField(
+        min_value=0, max_value=10, default=DEFAULT_RETRY["max_retries"]
+    )
+    backoff_seconds = serializers.FloatField(
+        min_value=0, max_value=3600, default=DEFAULT_RETRY["backoff_seconds"]
+    )
     max_backoff_seconds = serializers.FloatField(
         min_value=0, max_value=86400, default=DEFAULT_RETRY["max_backoff_seconds"]
     )

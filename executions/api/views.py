@@ -27,20 +27,28 @@ from executions.states import ExecutionStatus, Trigger
 from executions.triggers.webhooks import webhook_token_rotate
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
     description="At most 255 characters. The same key for the same workflow returns the same execution.",
 )
 
 
 def execution_document(execution) -> dict:
-    execution = type(execution).objects.prefetch_related(
-        Prefetch("node_runs", queryset=NodeRun.objects.order_by("id"))
-    ).get(pk=execution.pk)
+    execution = (
+        type(execution)
+        .objects.prefetch_related(Prefetch("node_runs", queryset=NodeRun.objects.order_by("id")))
+        .get(pk=execution.pk)
+    )
     return s.ExecutionOutputSerializer(execution).data
 
 
 class WorkflowViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
 ):
     serializer_class = s.WorkflowOutputSerializer
     http_method_names = ["get", "post", "put", "delete", "head", "options"]
@@ -84,13 +92,15 @@ class WorkflowViewSet(
         if not workflow.is_active:
             raise Conflict("workflow is inactive")
         execution, created = execution_create(
-            workflow=workflow, input=data.get("input") or {}, trigger=Trigger.API, idempotency_key=key
+            workflow=workflow,
+            input=data.get("input") or {},
+            trigger=Trigger.API,
+            idempotency_key=key,
         )
         return Response(
             execution_document(execution),
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
         )
-
 
     @extend_schema(request=None, responses={200: s.WebhookTokenOutputSerializer})
     @action(detail=True, methods=["post"], url_path="webhook-token")

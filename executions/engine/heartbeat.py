@@ -59,7 +59,8 @@ def _loop() -> None:
             NodeRun.objects.filter(
                 id=current[0], status=NodeRunStatus.RUNNING, attempts=current[1]
             ).update(
-                lease_expires_at=timezone.now() + timedelta(seconds=settings.WECONNECT_LEASE_SECONDS)
+                lease_expires_at=timezone.now()
+                + timedelta(seconds=settings.WECONNECT_LEASE_SECONDS)
             )
         except Exception as exc:  # the next beat tries again; the lease has slack
             log.warning("heartbeat failed", extra={"error": repr(exc)})

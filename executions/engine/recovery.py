@@ -85,7 +85,10 @@ def _redispatch_due(now, batch: int) -> int:
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .filter(
             Q(dispatched_at__isnull=True)
-            | (Q(dispatched_at__lt=grace) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=grace)))
+            | (
+                Q(dispatched_at__lt=grace)
+                & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=grace))
+            )
         )
         .select_related("execution")
         .only("id", "node", "status", "task_id", "execution__id", "execution__snapshot_id")[:batch]
@@ -101,7 +104,10 @@ def _redispatch_due(now, batch: int) -> int:
             items.append(dispatch.Dispatch(str(run.execution_id), run.node, task_id, timeout))
     sent = dispatch.send(items)
     if items:
-        log.info("re-dispatched node runs", extra={"count": sent, "node_runs": [i.node for i in items][:20]})
+        log.info(
+            "re-dispatched node runs",
+            extra={"count": sent, "node_runs": [i.node for i in items][:20]},
+        )
     return sent
 
 
@@ -113,8 +119,15 @@ def _reclaim_expired(now, batch: int) -> tuple[int, int]:
             execution__status__in=EXECUTION_ACTIVE,
         )
         .select_related("execution")
-        .only("id", "node", "attempts", "reassignments", "execution__id", "execution__snapshot_id",
-              "execution__parent_node_run_id")[:batch]
+        .only(
+            "id",
+            "node",
+            "attempts",
+            "reassignments",
+            "execution__id",
+            "execution__snapshot_id",
+            "execution__parent_node_run_id",
+        )[:batch]
     )
     reclaimed = lost = 0
     for run in rows:
@@ -123,7 +136,10 @@ def _reclaim_expired(now, batch: int) -> tuple[int, int]:
             message = f"node run lost its worker {run.reassignments + 1} times"
             doc = {"error": True, "message": message, "type": "WorkerLost"}
             if node_run_finish(
-                execution=run.execution, graph=graph, node=run.node, attempt=run.attempts,
+                execution=run.execution,
+                graph=graph,
+                node=run.node,
+                attempt=run.attempts,
                 result=Finish(N.FAILED, doc, None, {**doc, "attempts": run.attempts}),
             ):
                 lost += 1
@@ -144,10 +160,21 @@ def _reclaim_expired(now, batch: int) -> tuple[int, int]:
             if changed:
                 reclaimed += 1
                 dispatch.send_on_commit(
-                    [dispatch.Dispatch(str(run.execution_id), run.node, task_id, graph.nodes[run.node].timeout_seconds)]
+                    [
+                        dispatch.Dispatch(
+                            str(run.execution_id),
+                            run.node,
+                            task_id,
+                            graph.nodes[run.node].timeout_seconds,
+                        )
+                    ]
                 )
                 log.warning(
                     "reclaimed a node run whose lease expired",
-                    extra={"execution_id": str(run.execution_id), "node": run.node, "attempt": run.attempts},
+                    extra={
+                        "execution_id": str(run.execution_id),
+                        "node": run.node,
+                        "attempt": run.attempts,
+                    },
                 )
     return reclaimed, lost

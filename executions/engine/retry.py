@@ -6,7 +6,12 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-DEFAULT_RETRY = {"max_retries": 0, "backoff_seconds": 1.0, "max_backoff_seconds": 60.0, "jitter": True}
+DEFAULT_RETRY = {
+    "max_retries": 0,
+    "backoff_seconds": 1.0,
+    "max_backoff_seconds": 60.0,
+    "jitter": True,
+}
 
 
 def retry_policy(retry: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -20,7 +25,9 @@ def backoff_delay(
     min(max_backoff_seconds, backoff_seconds * 2^(attempt-1)), drawn uniformly from
     [0, that] when jitter is on (full jitter)."""
     policy = retry_policy(retry)
-    base = min(float(policy["max_backoff_seconds"]), float(policy["backoff_seconds"]) * 2 ** (attempt - 1))
+    base = min(
+        float(policy["max_backoff_seconds"]), float(policy["backoff_seconds"]) * 2 ** (attempt - 1)
+    )
     return base * rand() if policy["jitter"] else base
 
 

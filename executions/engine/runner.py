@@ -82,27 +82,60 @@ def _claim_postgres(execution_id: str, node: str, task_id: str, now, lease) -> N
         cursor.execute(
             _CLAIM_SQL,
             {
-                "now": now, "lease": lease, "task_id": task_id, "execution_id": execution_id,
-                "node": node, "not_before": now + _EARLY_TOLERANCE,
+                "now": now,
+                "lease": lease,
+                "task_id": task_id,
+                "execution_id": execution_id,
+                "node": node,
+                "not_before": now + _EARLY_TOLERANCE,
             },
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    (run_id, attempts, input_, state, delays, reassignments, queued_at, started_at,
-     ex_status, ex_input, snapshot_id, depth, parent_id, workflow_id, owner_id, started) = row
+    (
+        run_id,
+        attempts,
+        input_,
+        state,
+        delays,
+        reassignments,
+        queued_at,
+        started_at,
+        ex_status,
+        ex_input,
+        snapshot_id,
+        depth,
+        parent_id,
+        workflow_id,
+        owner_id,
+        started,
+    ) = row
     if started:
         ex_status = ExecutionStatus.RUNNING
     workflow = Workflow(id=workflow_id, owner_id=owner_id)
     execution = Execution(
         id=execution_id if not isinstance(execution_id, str) else uuid.UUID(execution_id),
-        status=ex_status, input=_json(ex_input), snapshot_id=snapshot_id, depth=depth,
-        parent_node_run_id=parent_id, workflow=workflow,
+        status=ex_status,
+        input=_json(ex_input),
+        snapshot_id=snapshot_id,
+        depth=depth,
+        parent_node_run_id=parent_id,
+        workflow=workflow,
     )
     return NodeRun(
-        id=run_id, execution=execution, node=node, status=N.RUNNING, attempts=attempts,
-        input=_json(input_), state=_json(state), retry_delays=_json(delays) or [],
-        reassignments=reassignments, queued_at=queued_at, started_at=started_at, task_id=task_id,
+        id=run_id,
+        execution=execution,
+        node=node,
+        status=N.RUNNING,
+        attempts=attempts,
+        input=_json(input_),
+        state=_json(state),
+        retry_delays=_json(delays) or [],
+        reassignments=reassignments,
+        queued_at=queued_at,
+        started_at=started_at,
+        task_id=task_id,
     )
 
 
@@ -163,10 +196,23 @@ def _claim(execution_id: str, node: str, task_id: str, redelivered: bool, now) -
     return (
         NodeRun.objects.select_related("execution", "execution__workflow")
         .only(
-            "id", "node", "attempts", "input", "state", "retry_delays", "reassignments",
-            "execution__id", "execution__status", "execution__input", "execution__snapshot_id",
-            "execution__depth", "execution__parent_node_run_id", "execution__workflow__owner_id",
-            "execution__workflow__id", "queued_at", "started_at",
+            "id",
+            "node",
+            "attempts",
+            "input",
+            "state",
+            "retry_delays",
+            "reassignments",
+            "execution__id",
+            "execution__status",
+            "execution__input",
+            "execution__snapshot_id",
+            "execution__depth",
+            "execution__parent_node_run_id",
+            "execution__workflow__owner_id",
+            "execution__workflow__id",
+            "queued_at",
+            "started_at",
         )
         .get(execution_id=execution_id, node=node)
     )
@@ -209,9 +255,13 @@ def _check_output(output: Any) -> None:
     try:
         text = json.dumps(output, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise NodeError(f"node output is not JSON: {exc}", retryable=False, error_type="InvalidOutput") from None
+        raise NodeError(
+            f"node output is not JSON: {exc}", retryable=False, error_type="InvalidOutput"
+        ) from None
     if _NUL.search(text):  # valid JSON, but PostgreSQL's jsonb cannot store a NUL character
-        raise NodeError("node output contains a NUL character", retryable=False, error_type="InvalidOutput")
+        raise NodeError(
+            "node output contains a NUL character", retryable=False, error_type="InvalidOutput"
+        )
     size = len(text.encode())
     limit = settings.WECONNECT_MAX_OUTPUT_BYTES
     if size > limit:
@@ -222,7 +272,9 @@ def _check_output(output: Any) -> None:
         )
 
 
-def node_run_execute(*, execution_id: str, node: str, task_id: str, redelivered: bool = False) -> str:
+def node_run_execute(
+    *, execution_id: str, node: str, task_id: str, redelivered: bool = False
+) -> str:
     """Run one attempt of a node run. Returns a short word for logs and tests."""
     now = timezone.now()
     run = _claim(execution_id, node, task_id, redelivered, now)
@@ -284,27 +336,50 @@ def node_run_execute(*, execution_id: str, node: str, task_id: str, redelivered:
         return _park(execution, graph, run, attempt, value, fields)
     output, branch = (value.output, value.branch) if isinstance(value, Result) else (value, None)
     explicit = value.failed if isinstance(value, Result) else None
-    errored = explicit if explicit is not None else (node_type.detects_error_output and is_error_output(output))
+    errored = (
+        explicit
+        if explicit is not None
+        else (node_type.detects_error_output and is_error_output(output))
+    )
     if errored:
-        result = Finish(N.FAILED, output, branch, {"message": "node returned an error output", "type": "ErrorOutput"})
+        result = Finish(
+            N.FAILED,
+            output,
+            branch,
+            {"message": "node returned an error output", "type": "ErrorOutput"},
+        )
     else:
         result = Finish(N.SUCCEEDED, output, branch)
-    recorded = node_run_finish(execution=execution, graph=graph, node=node, attempt=attempt, result=result)
+    recorded = node_run_finish(
+        execution=execution, graph=graph, node=node, attempt=attempt, result=result
+    )
     if recorded:
         counters.observe_node_run(run=run, node_type=spec.type, status=result.status)
     log.info("node %s", result.status if recorded else "discarded", extra=fields)
     return result.status if recorded else "discarded"
 
 
-def _record_failure(execution, graph, run: NodeRun, attempt: int, failure: NodeError, fields) -> str:
+def _record_failure(
+    execution, graph, run: NodeRun, attempt: int, failure: NodeError, fields
+) -> str:
     spec = graph.nodes[run.node]
     if should_retry(attempt, spec.retry, failure.retryable):
-        delay = failure.retry_after if failure.retry_after is not None else backoff_delay(attempt, spec.retry)
+        delay = (
+            failure.retry_after
+            if failure.retry_after is not None
+            else backoff_delay(attempt, spec.retry)
+        )
         delay = max(0.0, float(delay))
         now = timezone.now()
         with transaction.atomic():
             changed = _reschedule(
-                execution, spec, run, attempt, N.RETRYING, now, now + timedelta(seconds=delay),
+                execution,
+                spec,
+                run,
+                attempt,
+                N.RETRYING,
+                now,
+                now + timedelta(seconds=delay),
                 error=_error_doc(failure, failure.error_type, attempt=attempt, **failure.details),
                 retry_delays=[*run.retry_delays, round(delay, 3)],
             )
@@ -333,7 +408,11 @@ def _park(execution, graph, run: NodeRun, attempt: int, wait: Wait, fields) -> s
     now = timezone.now()
     until = wait.until
     # A wait with no time (a sub-workflow) is bounded by the execution's deadline.
-    not_before = until if until is not None else Execution.objects.values_list("deadline_at", flat=True).get(id=execution.id)
+    not_before = (
+        until
+        if until is not None
+        else Execution.objects.values_list("deadline_at", flat=True).get(id=execution.id)
+    )
     with transaction.atomic():
         # A wake that arrived while the node was still running (its sub-workflow finished
         # before it parked) left next_attempt_at set on the running row: resume at once.
@@ -345,7 +424,13 @@ def _park(execution, graph, run: NodeRun, attempt: int, wait: Wait, fields) -> s
         if row and row[0] is not None:
             not_before = now
         changed = _reschedule(
-            execution, spec, run, attempt, N.QUEUED, now, not_before,
+            execution,
+            spec,
+            run,
+            attempt,
+            N.QUEUED,
+            now,
+            not_before,
             may_send=until is not None or not_before == now,
             attempts=F("attempts") - 1,
             state=dict(wait.state),
@@ -354,8 +439,18 @@ def _park(execution, graph, run: NodeRun, attempt: int, wait: Wait, fields) -> s
     return "waiting" if changed else "discarded"
 
 
-def _reschedule(execution, spec, run: NodeRun, attempt: int, status: str, now, not_before, *,
-                may_send: bool = True, **fields) -> bool:
+def _reschedule(
+    execution,
+    spec,
+    run: NodeRun,
+    attempt: int,
+    status: str,
+    now,
+    not_before,
+    *,
+    may_send: bool = True,
+    **fields,
+) -> bool:
     """Move attempt ``attempt`` from ``running`` to ``status`` (retrying, or queued for a wait),
     due at ``not_before``. Must run inside a transaction.
 

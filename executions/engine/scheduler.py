@@ -62,7 +62,9 @@ def retry_on_deadlock(fn, attempts: int = 5):
             log.info("transaction retried after %s", sqlstate)
 
 
-def queue_node(execution_id, node: str, node_input_value: Any, graph: Graph, now) -> dispatch.Dispatch | None:
+def queue_node(
+    execution_id, node: str, node_input_value: Any, graph: Graph, now
+) -> dispatch.Dispatch | None:
     task_id = dispatch.new_task_id()
     changed = transition(
         NodeRun.objects.filter(execution_id=execution_id, node=node),
@@ -116,7 +118,14 @@ def node_run_finish(
             if result.status == N.FAILED and not graph.has_error_route(node):
                 execution_fail_unhandled(execution.id, node=node, error=result.error, now=now)
                 return True
-            outgoing, waiting = _propagate(execution, graph, node, Outcome(result.status, result.branch, result.output), now, locks)
+            outgoing, waiting = _propagate(
+                execution,
+                graph,
+                node,
+                Outcome(result.status, result.branch, result.output),
+                now,
+                locks,
+            )
             if outgoing:
                 dispatch.send_on_commit(outgoing)
             elif not waiting:
@@ -195,8 +204,12 @@ def _finish_sink(execution: Execution, node: str, attempt: int, result: Finish) 
         cursor.execute(
             _FINISH_SINK_SQL,
             {
-                "output": _jsonb(result.output), "branch": result.branch, "now": timezone.now(),
-                "execution_id": str(execution.id), "node": node, "attempt": attempt,
+                "output": _jsonb(result.output),
+                "branch": result.branch,
+                "now": timezone.now(),
+                "execution_id": str(execution.id),
+                "node": node,
+                "attempt": attempt,
                 "execution_output": json.dumps({node: result.output}),
             },
         )
@@ -207,7 +220,9 @@ def _finish_sink(execution: Execution, node: str, attempt: int, result: Finish) 
     return bool(done)
 
 
-def _finish_linear(execution: Execution, graph: Graph, node: str, attempt: int, result: Finish) -> bool | None:
+def _finish_linear(
+    execution: Execution, graph: Graph, node: str, attempt: int, result: Finish
+) -> bool | None:
     """The fast path of :func:`node_run_finish`, or None when the general path is needed
     (a join or a skip among the successors, one of several sinks, an unhandled failure)."""
     if result.status == N.FAILED and not graph.has_error_route(node):
@@ -226,9 +241,16 @@ def _finish_linear(execution: Execution, graph: Graph, node: str, attempt: int, 
         cursor.execute(
             _FINISH_LINEAR_SQL,
             {
-                "status": result.status, "output": _jsonb(result.output), "branch": result.branch,
-                "error": _jsonb(result.error), "now": timezone.now(), "execution_id": str(execution.id),
-                "node": node, "attempt": attempt, "succ_nodes": successors, "succ_tasks": tasks,
+                "status": result.status,
+                "output": _jsonb(result.output),
+                "branch": result.branch,
+                "error": _jsonb(result.error),
+                "now": timezone.now(),
+                "execution_id": str(execution.id),
+                "node": node,
+                "attempt": attempt,
+                "succ_nodes": successors,
+                "succ_tasks": tasks,
             },
         )
         done, status, queued_nodes, queued_tasks = cursor.fetchone()
@@ -296,9 +318,9 @@ def _propagate(
                 outputs = {p: o.output for p, o in known.items()}
                 if verdict == "run" and (unread := [p for p in fired if p not in known]):
                     outputs.update(
-                        NodeRun.objects.filter(execution_id=execution.id, node__in=unread).values_list(
-                            "node", "output"
-                        )
+                        NodeRun.objects.filter(
+                            execution_id=execution.id, node__in=unread
+                        ).values_list("node", "output")
                     )
                 # Pending, and locked until this transaction ends: it stays active.
                 waiting = waiting or verdict == "wait"
@@ -382,7 +404,11 @@ def execution_stop(
         next_attempt_at=None,
     )
     transaction.on_commit(lambda: dispatch.revoke(task_ids))
-    parent = Execution.objects.filter(id=execution_id).values_list("parent_node_run_id", flat=True).first()
+    parent = (
+        Execution.objects.filter(id=execution_id)
+        .values_list("parent_node_run_id", flat=True)
+        .first()
+    )
     _on_execution_finished(execution_id, parent)
     log.info("execution %s", status, extra={"execution_id": str(execution_id)})
     return True
@@ -394,7 +420,11 @@ def execution_fail_unhandled(execution_id, *, node: str, error: Any, now) -> boo
     return execution_stop(
         execution_id,
         status=ExecutionStatus.FAILED,
-        error={"node": node, "message": f"node {node!r} failed with no error connection", "detail": error},
+        error={
+            "node": node,
+            "message": f"node {node!r} failed with no error connection",
+            "detail": error,
+        },
         now=now,
         include_running=False,
     )

@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,170 +16,345 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Execution',
+            name="Execution",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('workflow_version', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('timed_out', 'Timed Out')], default='pending', max_length=16)),
-                ('trigger', models.CharField(choices=[('api', 'Api'), ('webhook', 'Webhook'), ('schedule', 'Schedule'), ('retry', 'Retry'), ('sub_workflow', 'Sub Workflow'), ('admin', 'Admin')], default='api', max_length=16)),
-                ('input', models.JSONField(blank=True, default=dict)),
-                ('output', models.JSONField(blank=True, null=True)),
-                ('error', models.JSONField(blank=True, null=True)),
-                ('idempotency_key', models.CharField(blank=True, max_length=255, null=True)),
-                ('depth', models.PositiveSmallIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('deadline_at', models.DateTimeField()),
-                ('retry_of', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='retries', to='executions.execution')),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("workflow_version", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("timed_out", "Timed Out"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[
+                            ("api", "Api"),
+                            ("webhook", "Webhook"),
+                            ("schedule", "Schedule"),
+                            ("retry", "Retry"),
+                            ("sub_workflow", "Sub Workflow"),
+                            ("admin", "Admin"),
+                        ],
+                        default="api",
+                        max_length=16,
+                    ),
+                ),
+                ("input", models.JSONField(blank=True, default=dict)),
+                ("output", models.JSONField(blank=True, null=True)),
+                ("error", models.JSONField(blank=True, null=True)),
+                ("idempotency_key", models.CharField(blank=True, max_length=255, null=True)),
+                ("depth", models.PositiveSmallIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("deadline_at", models.DateTimeField()),
+                (
+                    "retry_of",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="retries",
+                        to="executions.execution",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='NodeRun',
+            name="NodeRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('node', models.CharField(max_length=64)),
-                ('node_type', models.CharField(max_length=64)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('queued', 'Queued'), ('running', 'Running'), ('retrying', 'Retrying'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('skipped', 'Skipped'), ('cancelled', 'Cancelled')], default='pending', max_length=16)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('reassignments', models.PositiveIntegerField(default=0)),
-                ('input', models.JSONField(blank=True, null=True)),
-                ('output', models.JSONField(blank=True, null=True)),
-                ('error', models.JSONField(blank=True, null=True)),
-                ('branch', models.CharField(blank=True, max_length=64, null=True)),
-                ('state', models.JSONField(blank=True, null=True)),
-                ('task_id', models.CharField(blank=True, default='', max_length=64)),
-                ('queued_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('dispatched_at', models.DateTimeField(blank=True, null=True)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('retry_delays', models.JSONField(blank=True, default=list)),
-                ('execution', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='node_runs', to='executions.execution')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("node", models.CharField(max_length=64)),
+                ("node_type", models.CharField(max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("retrying", "Retrying"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("reassignments", models.PositiveIntegerField(default=0)),
+                ("input", models.JSONField(blank=True, null=True)),
+                ("output", models.JSONField(blank=True, null=True)),
+                ("error", models.JSONField(blank=True, null=True)),
+                ("branch", models.CharField(blank=True, max_length=64, null=True)),
+                ("state", models.JSONField(blank=True, null=True)),
+                ("task_id", models.CharField(blank=True, default="", max_length=64)),
+                ("queued_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("dispatched_at", models.DateTimeField(blank=True, null=True)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("retry_delays", models.JSONField(blank=True, default=list)),
+                (
+                    "execution",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="node_runs",
+                        to="executions.execution",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddField(
-            model_name='execution',
-            name='parent_node_run',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='child_executions', to='executions.noderun'),
+            model_name="execution",
+            name="parent_node_run",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="child_executions",
+                to="executions.noderun",
+            ),
         ),
         migrations.CreateModel(
-            name='Workflow',
+            name="Workflow",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True, default='')),
-                ('is_active', models.BooleanField(default=True)),
-                ('timeout_seconds', models.PositiveIntegerField(default=3600)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('schedule', models.JSONField(blank=True, null=True)),
-                ('webhook_enabled', models.BooleanField(default=False)),
-                ('webhook_token', models.CharField(blank=True, default='', max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='workflows', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True, default="")),
+                ("is_active", models.BooleanField(default=True)),
+                ("timeout_seconds", models.PositiveIntegerField(default=3600)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("schedule", models.JSONField(blank=True, null=True)),
+                ("webhook_enabled", models.BooleanField(default=False)),
+                ("webhook_token", models.CharField(blank=True, default="", max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="workflows",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Node',
+            name="Node",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64)),
-                ('type', models.CharField(max_length=64)),
-                ('name', models.CharField(blank=True, default='', max_length=200)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('retry', models.JSONField(blank=True, default=dict)),
-                ('timeout_seconds', models.PositiveIntegerField(default=300)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='nodes', to='executions.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=64)),
+                ("type", models.CharField(max_length=64)),
+                ("name", models.CharField(blank=True, default="", max_length=200)),
+                ("config", models.JSONField(blank=True, default=dict)),
+                ("retry", models.JSONField(blank=True, default=dict)),
+                ("timeout_seconds", models.PositiveIntegerField(default=300)),
+                ("position", models.PositiveIntegerField(default=0)),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="nodes",
+                        to="executions.workflow",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['workflow', 'position'],
+                "ordering": ["workflow", "position"],
             },
         ),
         migrations.AddField(
-            model_name='execution',
-            name='workflow',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='executions', to='executions.workflow'),
+            model_name="execution",
+            name="workflow",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="executions",
+                to="executions.workflow",
+            ),
         ),
         migrations.CreateModel(
-            name='Connection',
+            name="Connection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('type', models.CharField(choices=[('success', 'Success'), ('error', 'Error')], default='success', max_length=16)),
-                ('branch', models.CharField(blank=True, max_length=64, null=True)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('source', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='outgoing', to='executions.node')),
-                ('target', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='incoming', to='executions.node')),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='connections', to='executions.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[("success", "Success"), ("error", "Error")],
+                        default="success",
+                        max_length=16,
+                    ),
+                ),
+                ("branch", models.CharField(blank=True, max_length=64, null=True)),
+                ("position", models.PositiveIntegerField(default=0)),
+                (
+                    "source",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="outgoing",
+                        to="executions.node",
+                    ),
+                ),
+                (
+                    "target",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="incoming",
+                        to="executions.node",
+                    ),
+                ),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="connections",
+                        to="executions.workflow",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['workflow', 'position'],
+                "ordering": ["workflow", "position"],
             },
         ),
         migrations.CreateModel(
-            name='WorkflowVersion',
+            name="WorkflowVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('graph', models.JSONField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='executions.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("graph", models.JSONField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="executions.workflow",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='execution',
-            name='snapshot',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.RESTRICT, related_name='executions', to='executions.workflowversion'),
+            model_name="execution",
+            name="snapshot",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.RESTRICT,
+                related_name="executions",
+                to="executions.workflowversion",
+            ),
         ),
         migrations.AddIndex(
-            model_name='noderun',
-            index=models.Index(condition=models.Q(('status__in', ['queued', 'retrying'])), fields=['status', 'next_attempt_at'], name='node_run_due'),
+            model_name="noderun",
+            index=models.Index(
+                condition=models.Q(("status__in", ["queued", "retrying"])),
+                fields=["status", "next_attempt_at"],
+                name="node_run_due",
+            ),
         ),
         migrations.AddIndex(
-            model_name='noderun',
-            index=models.Index(condition=models.Q(('status', 'running')), fields=['lease_expires_at'], name='node_run_lease'),
+            model_name="noderun",
+            index=models.Index(
+                condition=models.Q(("status", "running")),
+                fields=["lease_expires_at"],
+                name="node_run_lease",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='noderun',
-            constraint=models.UniqueConstraint(fields=('execution', 'node'), name='node_run_unique'),
+            model_name="noderun",
+            constraint=models.UniqueConstraint(
+                fields=("execution", "node"), name="node_run_unique"
+            ),
         ),
         migrations.AddIndex(
-            model_name='workflow',
-            index=models.Index(fields=['owner', '-created_at'], name='workflow_owner_created'),
+            model_name="workflow",
+            index=models.Index(fields=["owner", "-created_at"], name="workflow_owner_created"),
         ),
         migrations.AddConstraint(
-            model_name='node',
-            constraint=models.UniqueConstraint(fields=('workflow', 'key'), name='node_key_unique'),
+            model_name="node",
+            constraint=models.UniqueConstraint(fields=("workflow", "key"), name="node_key_unique"),
         ),
         migrations.AddConstraint(
-            model_name='workflowversion',
-            constraint=models.UniqueConstraint(fields=('workflow', 'version'), name='workflow_version_unique'),
+            model_name="workflowversion",
+            constraint=models.UniqueConstraint(
+                fields=("workflow", "version"), name="workflow_version_unique"
+            ),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(fields=['workflow', '-created_at'], name='execution_workflow_created'),
+            model_name="execution",
+            index=models.Index(
+                fields=["workflow", "-created_at"], name="execution_workflow_created"
+            ),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(fields=['status', '-created_at'], name='execution_status_created'),
+            model_name="execution",
+            index=models.Index(fields=["status", "-created_at"], name="execution_status_created"),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(condition=models.Q(('status__in', ['pending', 'running'])), fields=['deadline_at'], name='execution_active_deadline'),
+            model_name="execution",
+            index=models.Index(
+                condition=models.Q(("status__in", ["pending", "running"])),
+                fields=["deadline_at"],
+                name="execution_active_deadline",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='execution',
-            constraint=models.UniqueConstraint(condition=models.Q(('idempotency_key__isnull', False)), fields=('workflow', 'idempotency_key'), name='execution_idempotency_unique'),
+            model_name="execution",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("idempotency_key__isnull", False)),
+                fields=("workflow", "idempotency_key"),
+                name="execution_idempotency_unique",
+            ),
         ),
     ]

@@ -4,14 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('executions', '0002_credential'),
+        ("executions", "0002_credential"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='noderun',
-            index=models.Index(condition=models.Q(('status', 'failed')), fields=['-finished_at'], name='node_run_failed_recent'),
+            model_name="noderun",
+            index=models.Index(
+                condition=models.Q(("status", "failed")),
+                fields=["-finished_at"],
+                name="node_run_failed_recent",
+            ),
         ),
     ]

@@ -316,7 +316,9 @@ class HttpRequest(TemplatedNodeType):
                 retry_after=retry_after_seconds(response.headers.get("retry-after")),
                 details={"statusCode": response.status_code, "body": _short(output["body"])},
             )
-        return Result(output, failed=response.status_code >= 400 and response.status_code not in allowed)
+        return Result(
+            output, failed=response.status_code >= 400 and response.status_code not in allowed
+        )
 
 
 def _query_value(value: Any) -> str:

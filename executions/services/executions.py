@@ -72,7 +72,9 @@ def execution_create(
     after commit. Returns (execution, created); with an ``idempotency_key`` already used for
     this workflow it returns the existing execution and creates nothing."""
     if idempotency_key:
-        existing = Execution.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
+        existing = Execution.objects.filter(
+            workflow=workflow, idempotency_key=idempotency_key
+        ).first()
         if existing:
             return existing, False
     if snapshot is None:
@@ -107,12 +109,28 @@ def execution_create(
                 row = NodeRun(execution=execution, node=key, node_type=spec.type)
                 if key in reused:
                     old = reused[key]
-                    row.status, row.input, row.output, row.branch = N.SUCCEEDED, old.input, old.output, old.branch
-                    row.attempts, row.started_at, row.finished_at = 0, old.started_at, old.finished_at
+                    row.status, row.input, row.output, row.branch = (
+                        N.SUCCEEDED,
+                        old.input,
+                        old.output,
+                        old.branch,
+                    )
+                    row.attempts, row.started_at, row.finished_at = (
+                        0,
+                        old.started_at,
+                        old.finished_at,
+                    )
                 elif key in queue:
-                    row.status, row.input, row.queued_at, row.dispatched_at = N.QUEUED, queue[key], now, now
+                    row.status, row.input, row.queued_at, row.dispatched_at = (
+                        N.QUEUED,
+                        queue[key],
+                        now,
+                        now,
+                    )
                     row.task_id = dispatch.new_task_id()
-                    items.append(dispatch.Dispatch(str(execution.id), key, row.task_id, spec.timeout_seconds))
+                    items.append(
+                        dispatch.Dispatch(str(execution.id), key, row.task_id, spec.timeout_seconds)
+                    )
                 elif key in skip:
                     row.status, row.finished_at = N.SKIPPED, now
                 rows.append(row)
@@ -129,7 +147,11 @@ def execution_create(
         return Execution.objects.get(workflow=workflow, idempotency_key=idempotency_key), False
     log.info(
         "execution created",
-        extra={"execution_id": str(execution.id), "workflow_id": str(workflow.id), "trigger": trigger},
+        extra={
+            "execution_id": str(execution.id),
+            "workflow_id": str(workflow.id),
+            "trigger": trigger,
+        },
     )
     return execution, True
 
@@ -146,7 +168,9 @@ def _schedule_deadline_check(execution: Execution) -> None:
             from executions.tasks import check_deadline
 
             try:
-                check_deadline.apply_async(args=[str(execution.id)], countdown=max(0.0, seconds) + 0.2)
+                check_deadline.apply_async(
+                    args=[str(execution.id)], countdown=max(0.0, seconds) + 0.2
+                )
             except Exception as exc:
                 log.warning("deadline check not sent", extra={"error": repr(exc)})
 
@@ -164,11 +188,16 @@ def execution_terminate(
 
     def work() -> bool:
         with transaction.atomic():
-            if only_if_due and not Execution.objects.filter(
-                id=execution_id, status__in=EXECUTION_ACTIVE, deadline_at__lte=now
-            ).exists():
+            if (
+                only_if_due
+                and not Execution.objects.filter(
+                    id=execution_id, status__in=EXECUTION_ACTIVE, deadline_at__lte=now
+                ).exists()
+            ):
                 return False
-            return execution_stop(execution_id, status=status, error=error, now=now, include_running=True)
+            return execution_stop(
+                execution_id, status=status, error=error, now=now, include_running=True
+            )
 
     stopped = bool(retry_on_deadlock(work))
     if stopped:
@@ -180,7 +209,10 @@ def execution_terminate(
             execution_terminate(
                 execution_id=child,
                 status=ExecutionStatus.CANCELLED,
-                error={"message": f"parent execution {execution_id} stopped ({status})", "type": "Cancelled"},
+                error={
+                    "message": f"parent execution {execution_id} stopped ({status})",
+                    "type": "Cancelled",
+                },
                 now=now,
             )
     return stopped
@@ -221,7 +253,10 @@ def _release_execution_keys(execution_id) -> None:
         if keys:
             client.delete(*keys)
     except Exception as exc:
-        log.warning("could not release execution keys", extra={"execution_id": str(execution_id), "error": repr(exc)})
+        log.warning(
+            "could not release execution keys",
+            extra={"execution_id": str(execution_id), "error": repr(exc)},
+        )
 
 
 def execution_retry(*, execution: Execution, mode: str = "from_failed") -> Execution:
@@ -278,6 +313,10 @@ def node_run_wake(*, node_run_id: int) -> bool:
     if changed:
         graph = graph_for(run.execution.snapshot_id)
         dispatch.send(
-            [dispatch.Dispatch(str(run.execution_id), run.node, task_id, graph.nodes[run.node].timeout_seconds)]
+            [
+                dispatch.Dispatch(
+                    str(run.execution_id), run.node, task_id, graph.nodes[run.node].timeout_seconds
+                )
+            ]
         )
     return bool(changed)

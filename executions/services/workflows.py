@@ -80,7 +80,14 @@ def _write_rows(workflow: Workflow, doc: dict[str, Any]) -> None:
 
 
 def _apply_settings(workflow: Workflow, doc: dict[str, Any]) -> None:
-    for field in ("name", "description", "is_active", "timeout_seconds", "schedule", "webhook_enabled"):
+    for field in (
+        "name",
+        "description",
+        "is_active",
+        "timeout_seconds",
+        "schedule",
+        "webhook_enabled",
+    ):
         setattr(workflow, field, doc[field])
     if workflow.webhook_enabled and not workflow.webhook_token:
         workflow.webhook_token = Workflow.new_webhook_token()
