@@ -111,6 +111,31 @@ class WorkerProcess:
         self.proc.wait()
 
 
+def drop_redis_keys(*patterns: str) -> None:
+    """Delete the keys of this run (its counters, its queue bindings) from the shared Redis."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for pattern in patterns:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_run_keys():
+    """A test run shares the developer's Redis: leave none of its keys behind."""
+    yield
+    broker_prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("global_keyprefix")
+    patterns = [settings.WECONNECT_KEY_PREFIX + "*"] + (
+        [broker_prefix + "*"] if broker_prefix else []
+    )
+    try:
+        drop_redis_keys(*patterns)
+    except Exception:
+        pass
+
+
 @pytest.fixture(scope="session")
 def worker(django_db_setup, django_db_blocker):
     w = WorkerProcess(concurrency=4).start()

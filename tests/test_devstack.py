@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from executions.models import Workflow
+from tests.conftest import drop_redis_keys
 from weconnect import devstack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,6 +303,7 @@ def test_sqlite_default_runs_executions_with_a_multi_process_worker(tmp_path):
         os.killpg(worker.pid, 15)
         worker.wait(timeout=30)
         log.close()
+        drop_redis_keys(f"wcsqlite-{run}:*", f"wcsqlite:{run}:*")
     assert report["journal"] == "wal"
     assert report["statuses"] == ["succeeded"] * 4, (tmp_path / "worker.log").read_text()[-3000:]
     assert report["joins"] == [[f"b{i}" for i in range(8)]] * 4
