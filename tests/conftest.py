@@ -34,10 +34,21 @@ def database_url_for_workers() -> str:
 class WorkerProcess:
     """A real `celery worker` process on this run's queue, against the test database."""
 
-    def __init__(self, *, concurrency: int = 4, name: str = "main", env: dict | None = None):
+    def __init__(
+        self,
+        *,
+        concurrency: int = 4,
+        name: str = "main",
+        env: dict | None = None,
+        base_env: dict | None = None,
+    ):
+        """``env`` is added to this run's environment pointed at the test database;
+        ``base_env`` replaces that environment whole (a worker on another database)."""
         self.concurrency = concurrency
         self.hostname = f"wctest-{RUN_ID}-{name}@localhost"
-        self.env = {**os.environ, "DATABASE_URL": database_url_for_workers(), **(env or {})}
+        if base_env is None:
+            base_env = {**os.environ, "DATABASE_URL": database_url_for_workers()}
+        self.env = {**base_env, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log = ROOT / "var" / f"test-worker-{RUN_ID}-{name}.log"
 

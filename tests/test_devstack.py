@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from executions.models import Workflow
-from tests.conftest import drop_redis_keys
+from tests.conftest import WorkerProcess, drop_redis_keys
 from weconnect import devstack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,34 +260,9 @@ def test_sqlite_default_runs_executions_with_a_multi_process_worker(tmp_path):
         timeout=120,
     )
     assert (tmp_path / "weconnect.sqlite3").exists()
-    log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "weconnect",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            "4",
-            "-Q",
-            env["WECONNECT_QUEUE"],
-            "-n",
-            f"wcsqlite-{run}@localhost",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    # Its own queue and broker prefix: this process's control channel cannot ping it, and the
+    # script below waits for the executions anyway.
+    worker = WorkerProcess(concurrency=4, name=f"sqlite-{run}", base_env=env).start(wait=False)
     try:
         result = subprocess.run(
             [sys.executable, "-c", SQLITE_SCRIPT],
@@ -300,10 +275,8 @@ def test_sqlite_default_runs_executions_with_a_multi_process_worker(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])
     finally:
-        os.killpg(worker.pid, 15)
-        worker.wait(timeout=30)
-        log.close()
+        worker.stop()
         drop_redis_keys(f"wcsqlite-{run}:*", f"wcsqlite:{run}:*")
     assert report["journal"] == "wal"
-    assert report["statuses"] == ["succeeded"] * 4, (tmp_path / "worker.log").read_text()[-3000:]
+    assert report["statuses"] == ["succeeded"] * 4, worker.log.read_text()[-3000:]
     assert report["joins"] == [[f"b{i}" for i in range(8)]] * 4
