@@ -24,8 +24,18 @@ services:
 run: install
 	$(BIN)/python -m weconnect.devstack
 
+# The engine's tests again with RabbitMQ as the broker, when it answers on 127.0.0.1:5672.
+AMQP_TESTS ?= tests/test_engine_semantics.py tests/test_engine_retries.py tests/test_limits.py \
+	tests/test_nodes_waiting.py tests/test_nodes_routing.py
+
 test: install services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if $(BIN)/python -c "from weconnect.devstack import port_open as p; raise SystemExit(not p('127.0.0.1', 5672))"; then \
+		echo "== again with RabbitMQ as the broker =="; \
+		WECONNECT_TEST_BROKER=amqp $(BIN)/python -m pytest $(AMQP_TESTS) $(PYTEST_ARGS); \
+	else \
+		echo "RabbitMQ does not answer on 127.0.0.1:5672: the engine tests ran on Redis only"; \
+	fi
 
 test-embedded: install
 	WECONNECT_TEST_EMBEDDED=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

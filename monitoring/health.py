@@ -19,6 +19,7 @@ Status:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -146,6 +147,32 @@ def queue_depths(client: redis.Redis, queues: list[str], prefix: str) -> dict[st
     return {q: int(sum(counts[i * per : (i + 1) * per])) for i, q in enumerate(queues)}
 
 
+def amqp_queue_depths(broker_url: str, queues: list[str], timeout: float) -> dict[str, int]:
+    """Messages ready in each RabbitMQ queue, from a passive declare (which creates nothing:
+    a queue not declared yet by a worker counts as empty)."""
+    depths: dict[str, int] = {}
+    with Connection(broker_url, connect_timeout=timeout) as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout)
+        for q in queues:
+            channel = conn.channel()
+            try:
+                depths[q] = int(channel.queue_declare(queue=q, passive=True).message_count)
+            except Exception as exc:  # 404 NOT_FOUND closes the channel
+                if getattr(exc, "code", None) != 404:
+                    raise
+                depths[q] = 0
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+    return depths
+
+
+def broker_queue_depths(broker_url: str, queues: list[str], prefix: str, timeout: float):
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return queue_depths(_redis(broker_url, timeout), queues, prefix)
+    return amqp_queue_depths(broker_url, queues, timeout)
+
+
 def control_connection(broker_url: str, timeout: float) -> Connection:
     """A broker connection for one broadcast (ping, inspect) and its replies.
 
@@ -233,15 +260,11 @@ class HealthCheck:
 
     def probe_broker(self) -> dict[str, Any]:
         started = time.perf_counter()
-        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
-            depths = queue_depths(
-                _redis(self.broker_url, self.probe_timeout), self.queues, self.key_prefix
-            )
-            latency = round((time.perf_counter() - started) * 1000, 1)
-            return {"ok": True, "latency_ms": latency, "waiting": depths}
-        with Connection(self.broker_url, connect_timeout=self.probe_timeout) as conn:
-            conn.ensure_connection(max_retries=1, timeout=self.probe_timeout)
-        return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+        depths = broker_queue_depths(
+            self.broker_url, self.queues, self.key_prefix, self.probe_timeout
+        )
+        latency = round((time.perf_counter() - started) * 1000, 1)
+        return {"ok": True, "latency_ms": latency, "waiting": depths}
 
     def probe_workers(self) -> dict[str, Any]:
         from weconnect.celery import app

@@ -35,11 +35,10 @@ from prometheus_client.registry import Collector
 
 from monitoring import counters
 from monitoring.health import (
-    _redis,
     broker_key_prefix,
+    broker_queue_depths,
     control_connection,
     count_stale,
-    queue_depths,
     queue_names,
     run_concurrently,
 )
@@ -106,8 +105,8 @@ def database_figures(*, now=None, timeout: float = 2.0) -> dict[str, Any]:
 
 
 def broker_depths(timeout: float = 1.0) -> dict[str, int]:
-    return queue_depths(
-        _redis(settings.CELERY_BROKER_URL, timeout), queue_names(), broker_key_prefix()
+    return broker_queue_depths(
+        settings.CELERY_BROKER_URL, queue_names(), broker_key_prefix(), timeout
     )
 
 

@@ -69,6 +69,41 @@ def _unique_database(url: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}_{RUN_ID}"))
 
 
+AMQP_URL = os.environ.get("WECONNECT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+# WECONNECT_TEST_BROKER=amqp runs the suite with RabbitMQ as the broker (Redis stays for locks
+# and counters), in a virtual host of the run's own that is deleted when the run ends.
+BROKER = os.environ.get("WECONNECT_TEST_BROKER", "redis")
+
+
+def rabbitmq_reachable() -> bool:
+    parts = urlsplit(AMQP_URL)
+    return port_open(parts.hostname or "127.0.0.1", parts.port or 5672)
+
+
+def _rabbitmqctl(*args: str) -> bool:
+    if not shutil.which("rabbitmqctl"):
+        return False
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, timeout=60)
+    return done.returncode == 0
+
+
+def _amqp_broker_url() -> str:
+    """A virtual host of this run's own when rabbitmqctl can make one, else the default one
+    (queue names are the run's own either way)."""
+    vhost = f"wctest-{RUN_ID}"
+    if _rabbitmqctl("add_vhost", vhost):
+        user = urlsplit(AMQP_URL).username or "guest"
+        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        atexit.register(_rabbitmqctl, "delete_vhost", vhost)
+        return f"{AMQP_URL.rstrip('/')}/{vhost}"
+    return f"{AMQP_URL.rstrip('/')}//"
+
+
+if BROKER == "amqp":
+    os.environ["CELERY_BROKER_URL"] = _amqp_broker_url()
+elif BROKER != "redis":
+    raise SystemExit(f"WECONNECT_TEST_BROKER={BROKER!r}: expected redis or amqp")
+
 os.environ["DATABASE_URL"] = _unique_database(_database_url())
 os.environ["REDIS_URL"] = _redis_url()
 os.environ.setdefault("SECRET_KEY", f"test-only-{uuid.uuid4().hex}")

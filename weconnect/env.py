@@ -110,6 +110,22 @@ def env_database(name: str, default: dict) -> dict:
     return config
 
 
+def env_broker_url(name: str, default: str) -> str:
+    value = env_str(name, default)
+    if not value.startswith(
+        ("redis://", "rediss://", "unix://", "amqp://", "amqps://", "pyamqp://")
+    ):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} must be a Redis (redis://, rediss://, unix://) or RabbitMQ "
+            "(amqp://, amqps://) URL"
+        )
+    return value
+
+
+def is_amqp(url: str) -> bool:
+    return url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
 def env_redis_url(name: str, default: str) -> str:
     value = env_str(name, default)
     if not value.startswith(("redis://", "rediss://", "unix://")):

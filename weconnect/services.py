@@ -1,4 +1,4 @@
-"""Start the machine's PostgreSQL and Redis if they are installed but not answering.
+"""Start the machine's PostgreSQL, Redis and RabbitMQ if they are installed but not answering.
 
 Used by `make test` and `make bench`. Nothing happens when they already answer, or when the
 binaries are missing (the tests then start throwaway servers of their own)."""
@@ -74,7 +74,16 @@ def ensure_redis() -> None:
     print("Redis started" if _wait(6379) else "Redis did not start", file=sys.stderr)
 
 
+def ensure_rabbitmq() -> None:
+    """RabbitMQ is optional: without it the engine tests run on Redis only."""
+    if _open(5672) or not shutil.which("rabbitmq-server"):
+        return
+    subprocess.run(["rabbitmq-server", "-detached"], check=False)
+    print("RabbitMQ started" if _wait(5672, 60) else "RabbitMQ did not start", file=sys.stderr)
+
+
 if __name__ == "__main__":
     if not os.environ.get("WECONNECT_TEST_EMBEDDED"):
         ensure_postgres()
         ensure_redis()
+        ensure_rabbitmq()

@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from weconnect.env import (
     env_bool,
+    env_broker_url,
     env_choice,
     env_database,
     env_float,
@@ -19,6 +20,7 @@ from weconnect.env import (
     env_redis_url,
     env_str,
     env_timezone,
+    is_amqp,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -199,7 +201,10 @@ WECONNECT_MAX_SUBWORKFLOW_DEPTH = env_int("WECONNECT_MAX_SUBWORKFLOW_DEPTH", 5, 
 # A waiting sub_workflow node also looks at its child this often, should a wake-up be missed.
 WECONNECT_SUBWORKFLOW_POLL_SECONDS = env_int("WECONNECT_SUBWORKFLOW_POLL_SECONDS", 30, minimum=1)
 
-CELERY_BROKER_URL = REDIS_URL
+# The broker: Redis (the default, the same server as REDIS_URL) or RabbitMQ (amqp://), which
+# Celery recommends for production. Redis stays in use for locks and counters either way.
+CELERY_BROKER_URL = env_broker_url("CELERY_BROKER_URL", REDIS_URL)
+BROKER_IS_AMQP = is_amqp(CELERY_BROKER_URL)
 # Celery's Django fixup closes the database connection around every task unless this is set;
 # workers then keep theirs for this many tasks (weconnect/celery.py replaces a broken one).
 CELERY_DB_REUSE_MAX = env_int("WECONNECT_WORKER_DB_REUSE_MAX", 1000, minimum=0)
@@ -218,15 +223,24 @@ CELERY_WORKER_SEND_TASK_EVENTS = env_bool("WECONNECT_TASK_EVENTS", True)
 CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": WECONNECT_VISIBILITY_TIMEOUT,
-    "socket_connect_timeout": 2,
-    "socket_timeout": 5,
-    "socket_keepalive": True,
-}
-# A prefix for every key the broker writes (queues, the unacked hash), to share a Redis safely.
-if env_str("WECONNECT_BROKER_KEY_PREFIX"):
-    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env_str("WECONNECT_BROKER_KEY_PREFIX")
+if BROKER_IS_AMQP:
+    # Durable quorum queues (replicated on a RabbitMQ cluster, and the only kind that keeps
+    # a message's delivery count); countdowns ride RabbitMQ's native delayed delivery, which
+    # needs topic exchanges. A dead consumer's unacknowledged messages come back at once.
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": WECONNECT_VISIBILITY_TIMEOUT,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "socket_keepalive": True,
+    }
+    # A prefix for every key the broker writes (queues, the unacked hash), to share a Redis.
+    if env_str("WECONNECT_BROKER_KEY_PREFIX"):
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env_str("WECONNECT_BROKER_KEY_PREFIX")
 # Publishing never blocks a request for long: a message that cannot be sent is recovered
 # from the database by the recovery task once the broker is back.
 CELERY_TASK_PUBLISH_RETRY = True
