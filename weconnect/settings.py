@@ -114,6 +114,16 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
     )
+# Behind a pooler in transaction mode (PgBouncer's pool_mode = transaction) a server connection
+# changes hands at every commit: no server-side cursors and no prepared statements, which would
+# outlive the transaction that made them. Migrations go to PostgreSQL directly.
+DATABASE_POOLER = env_choice("DATABASE_POOLER", "none", ("none", "session", "transaction"))
+if (
+    DATABASE_POOLER == "transaction"
+    and DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3"
+):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
