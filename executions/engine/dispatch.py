@@ -5,6 +5,7 @@ database and the recovery task sends it again once the broker is back."""
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 
@@ -34,6 +35,17 @@ def time_limits(timeout_seconds: int) -> tuple[int, int]:
     return soft, soft + max(5, soft // 10)
 
 
+def broker_countdown(seconds: float) -> float | None:
+    """The countdown to publish with, or None for at once. RabbitMQ's native delayed delivery
+    (quorum queues) counts whole seconds and refuses less than one, so a delay there is
+    rounded up: a backoff is never cut short, at the price of under a second."""
+    if seconds <= 0:
+        return None
+    if settings.BROKER_IS_AMQP:
+        return float(math.ceil(seconds))
+    return seconds
+
+
 def send(items: list[Dispatch]) -> int:
     """Send now; returns how many were sent."""
     from executions.tasks import run_node
@@ -48,7 +60,7 @@ def send(items: list[Dispatch]) -> int:
                 task_id=item.task_id,
                 soft_time_limit=soft,
                 time_limit=hard,
-                countdown=countdown if countdown > 0 else None,
+                countdown=broker_countdown(countdown),
             )
             sent += 1
         except Exception as exc:  # kombu raises many types when the broker is gone

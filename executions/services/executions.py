@@ -169,7 +169,8 @@ def _schedule_deadline_check(execution: Execution) -> None:
 
             try:
                 check_deadline.apply_async(
-                    args=[str(execution.id)], countdown=max(0.0, seconds) + 0.2
+                    args=[str(execution.id)],
+                    countdown=dispatch.broker_countdown(max(0.0, seconds) + 0.2),
                 )
             except Exception as exc:
                 log.warning("deadline check not sent", extra={"error": repr(exc)})
