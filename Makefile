@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-embedded services bench lint clean
+.PHONY: install run test test-embedded services bench soak lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ run: install
 
 # The engine's tests again with RabbitMQ as the broker, when it answers on 127.0.0.1:5672.
 AMQP_TESTS ?= tests/test_engine_semantics.py tests/test_engine_retries.py tests/test_limits.py \
-	tests/test_nodes_waiting.py tests/test_nodes_routing.py
+	tests/test_nodes_waiting.py tests/test_nodes_routing.py tests/test_soak.py
 
 test: install services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -42,6 +42,11 @@ test-embedded: install
 
 bench: install services
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# A bounded chaos run on both brokers (not part of make test, which runs a one-minute one).
+SOAK_ARGS ?= --broker both --executions 10000 --rate 20 --kill-every 15
+soak: install services
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -56,6 +56,8 @@ class Stack:
             **env,
         }
         self.env.pop("PORT", None)
+        # Outside the test run (the soak) nobody has set a key yet.
+        self.env.setdefault("SECRET_KEY", f"stack-only-{uuid.uuid4().hex}")
         self.processes: dict[str, subprocess.Popen] = {}
         self.logs = ROOT / "var"
         self.logs.mkdir(exist_ok=True)
