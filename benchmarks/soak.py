@@ -98,7 +98,11 @@ class EffectServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
-                run = parse_qs(urlsplit(self.path).query).get("run", [""])[0]
+                query = parse_qs(urlsplit(self.path).query)
+                run = query.get("run", [""])[0]
+                # A slow remote call: a worker killed now has made the call but not yet
+                # recorded its result, and the run taken over calls again.
+                time.sleep(float(query.get("sleep", ["0"])[0]))
                 if random.random() < flaky_ratio:
                     self.send_response(503)
                     self.end_headers()
@@ -156,7 +160,7 @@ def shapes(effect_url: str) -> dict[str, dict]:
             {
                 "key": "call",
                 "type": "http_request",
-                "config": {"url": effect_url + "?run={{ execution.id }}", "timeout": 5},
+                "config": {"url": effect_url + "?sleep=1&run={{ execution.id }}", "timeout": 5},
                 "retry": {"max_retries": 6, "backoff_seconds": 0.2, "max_backoff_seconds": 2},
             },
             {"key": "after", "type": "noop"},
