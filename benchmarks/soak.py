@@ -110,11 +110,14 @@ class EffectServer:
                 with outer.lock:
                     outer.successes[run] += 1
                 body = json.dumps({"ok": True, "run": run}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the caller died after the effect: exactly the case being measured
 
             def log_message(self, *args) -> None:
                 pass
