@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,6 +50,7 @@ class SoakOptions:
     chaos: tuple[str, ...] = ("worker", "redis", "postgres", "web")
     broker: str = "redis"  # redis | amqp
     workers: int = 2
+    clients: int = 8  # concurrent API clients triggering
     drain_timeout: float = 600.0
     flaky_ratio: float = 0.1
     lease_seconds: int = 5
@@ -325,41 +327,49 @@ class Soak:
             chaos = Chaos(self)
             chaos.start()
             accepted: dict[str, str] = {}  # execution id -> shape
+            lock = threading.Lock()
             kinds = itertools.cycle(sorted(workflows))
+
+            def trigger(i: int, kind: str) -> None:
+                # Clients of their own: a thread-safe pool is not what is being tested.
+                key = f"soak-{self.tag}-{i}"
+                ids = []
+                with self.stack.client(timeout=10) as own:
+                    for _ in range(2):  # every key twice
+                        try:
+                            resp = call(
+                                own,
+                                "POST",
+                                f"/api/workflows/{workflows[kind]}/execute/",
+                                json={"input": {"i": i, "kind": kind}},
+                                headers={"Idempotency-Key": key},
+                                attempts=30,
+                            )
+                            if resp.status_code in (200, 202):
+                                ids.append(resp.json()["id"])
+                        except Exception:
+                            pass
+                with lock:
+                    if ids:
+                        accepted[ids[0]] = kind
+                        report.idempotency_mismatches += len(set(ids)) - 1
+                    else:
+                        report.refused += 1
+
             started = time.monotonic()
             interval = 1.0 / opts.rate
             i = 0
-            while True:
-                elapsed = time.monotonic() - started
-                if opts.duration is not None:
-                    if elapsed >= opts.duration:
+            with ThreadPoolExecutor(max_workers=opts.clients) as pool:
+                while True:
+                    elapsed = time.monotonic() - started
+                    if opts.duration is not None:
+                        if elapsed >= opts.duration:
+                            break
+                    elif i >= opts.executions:
                         break
-                elif i >= opts.executions:
-                    break
-                kind = next(kinds)
-                key = f"soak-{self.tag}-{i}"
-                ids = []
-                for _ in range(2):  # every key twice
-                    try:
-                        resp = call(
-                            client,
-                            "POST",
-                            f"/api/workflows/{workflows[kind]}/execute/",
-                            json={"input": {"i": i, "kind": kind}},
-                            headers={"Idempotency-Key": key},
-                            attempts=30,
-                        )
-                        if resp.status_code in (200, 202):
-                            ids.append(resp.json()["id"])
-                    except Exception:
-                        pass
-                if ids:
-                    accepted[ids[0]] = kind
-                    report.idempotency_mismatches += len(set(ids)) - 1
-                else:
-                    report.refused += 1
-                i += 1
-                time.sleep(max(0.0, started + i * interval - time.monotonic()))
+                    pool.submit(trigger, i, next(kinds))
+                    i += 1
+                    time.sleep(max(0.0, started + i * interval - time.monotonic()))
             report.trigger_seconds = round(time.monotonic() - started, 1)
             chaos.stop.set()
             chaos.join()
