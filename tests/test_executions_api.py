@@ -183,7 +183,7 @@ def test_cancel_stops_everything_and_late_messages_are_no_ops(worker, api, user)
     }
     assert ex.node_runs.get(node="after").started_at is None
     # A late, duplicated message for the cancelled execution changes nothing.
-    from executions.engine.runner import node_run_execute
+    from executions.engine.execute import node_run_execute
 
     assert node_run_execute(execution_id=str(ex.id), node="after", task_id="late") == "skipped"
     assert api.post(f"/api/executions/{doc['id']}/cancel/").status_code == 409

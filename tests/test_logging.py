@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from executions.engine.runner import node_run_execute
+from executions.engine.execute import node_run_execute
 from executions.models import Execution, NodeRun, WorkflowVersion
 from tests.conftest import WorkerProcess
 from tests.helpers import make_workflow, node, wait_for

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from executions.engine.recovery import recovery_run
 from executions.models import NodeRun
 from executions.services.executions import execution_create
-from monitoring import counters
+from executions import counters
 from tests.helpers import edge, make_workflow, node, wait_for
 from tests.monitoring_fixtures import *  # noqa: F403  (fixtures)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from executions.engine.runner import node_run_execute
+from executions.engine.execute import node_run_execute
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
 from tests.helpers import edge, make_workflow, node
@@ -111,7 +111,7 @@ def test_two_racing_claims_claim_once(user):
     from django.db import connections, transaction
     from django.utils import timezone
 
-    from executions.engine.runner import _claim
+    from executions.engine.execute import claim
 
     wf = make_workflow(user, [node("a"), node("b")], [edge("a", "b")])
     execution, _ = execution_create(workflow=wf, input={})
@@ -124,7 +124,7 @@ def test_two_racing_claims_claim_once(user):
         try:
             with transaction.atomic():
                 claimed["first"] = (
-                    _claim(str(execution.id), "b", "task-1", False, timezone.now()) is not None
+                    claim(str(execution.id), "b", "task-1", False, timezone.now()) is not None
                 )
                 first_holds_it.set()
                 time.sleep(0.3)  # the second claim is now waiting for this row lock
@@ -136,7 +136,7 @@ def test_two_racing_claims_claim_once(user):
         try:
             first_holds_it.wait(10)
             claimed["second"] = (
-                _claim(str(execution.id), "b", "task-2", False, timezone.now()) is not None
+                claim(str(execution.id), "b", "task-2", False, timezone.now()) is not None
             )
         finally:
             connections.close_all()
