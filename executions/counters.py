@@ -29,7 +29,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from executions.engine.locks import redis_client
+from executions.redis_client import redis_client
 
 log = logging.getLogger("weconnect.metrics")
 

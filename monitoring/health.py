@@ -123,7 +123,6 @@ def _redis(url: str, timeout: float) -> redis.Redis:
 
 
 def queue_names() -> list[str]:
-
     names = [app.conf.task_default_queue or settings.WECONNECT_QUEUE]
     for q in app.conf.task_queues or ():
         name = getattr(q, "name", q)
@@ -244,7 +243,6 @@ class HealthCheck:
         return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
     def probe_workers(self) -> dict[str, Any]:
-
         with control_connection(self.broker_url, self.probe_timeout) as conn:
             replies = app.control.ping(timeout=self.probe_timeout * 0.8, connection=conn)
         names = sorted(name for reply in replies or [] for name in reply)
@@ -274,7 +272,6 @@ class HealthCheck:
         return doc
 
     def probe_stats(self) -> dict[str, Any]:
-
         now = self.now or timezone.now()
         with transaction.atomic(using=self.database):
             self._with_statement_timeout()

@@ -150,7 +150,6 @@ class WeConnectCollector(Collector):
             yield from self._counters(results["redis"]["data"])
 
     def _database(self, figures: dict[str, Any]) -> Iterator[Metric]:
-
         g = GaugeMetricFamily("weconnect_executions", "Executions by status", labels=["status"])
         for status in ExecutionStatus.values:
             g.add_metric([status], figures["executions"].get(status, 0))
@@ -243,7 +242,6 @@ def exposition(timeout: float = 2.0) -> bytes:
 
 
 def recent_failures(limit: int = RECENT_FAILURES) -> list[dict[str, Any]]:
-
     rows = (
         NodeRun.objects.filter(status=NodeRunStatus.FAILED)
         .order_by("-finished_at", "-id")

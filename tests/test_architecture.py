@@ -189,3 +189,25 @@ def test_no_function_level_import_of_our_modules():
         if in_function and module not in _LATE_IMPORT_ALLOWED
     ]
     assert late == [], "imports inside functions:\n" + "\n".join(late)
+
+
+def test_node_types_reach_neither_the_engine_nor_the_services():
+    """Node types get what they need (the predecessors that fired, starting a child
+    execution) through Context, not by importing the layers above them."""
+    reaching = [
+        f"{module} imports {target}"
+        for module, target, _, _ in _imports()
+        if module.startswith("executions.nodes")
+        and target.startswith(("executions.engine", "executions.services", "executions.store"))
+    ]
+    assert reaching == []
+
+
+def test_the_store_is_below_the_engine():
+    upward = [
+        f"{module} imports {target}"
+        for module, target, _, _ in _imports()
+        if module.startswith("executions.store")
+        and target.startswith(("executions.engine", "executions.services", "executions.nodes"))
+    ]
+    assert upward == []

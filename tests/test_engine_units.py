@@ -14,7 +14,7 @@ from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
 from executions.states import NODE_RUN_TRANSITIONS
 from executions.store.transition import transition
-from tests.helpers import edge, make_workflow, node
+from tests.support.workflows import edge, make_workflow, node
 
 
 def test_redis_lock_is_exclusive_and_released_only_by_its_owner():
@@ -116,7 +116,7 @@ def test_terminal_states_stay_terminal(user):
 @pytest.mark.django_db(transaction=True)
 def test_lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings):
     # Messages go to a broker with no worker, so only this test moves the run.
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     with PrivateBroker():
         _lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings)
@@ -148,7 +148,7 @@ def _lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_recovery_times_out_executions_past_their_deadline(user):
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     with PrivateBroker():
         _recovery_times_out(user)
@@ -174,7 +174,7 @@ def test_wake_during_run_makes_the_park_resume_at_once(user):
     from executions.engine.snapshots import graph_for
     from executions.nodes import Wait
     from executions.services.executions import node_run_wake
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     wf = make_workflow(user, [node("a")])
     with PrivateBroker():  # no worker may claim the run before this test does

@@ -10,7 +10,7 @@ from django.db import connection
 
 from executions.models import Execution
 from tests.conftest import client_for
-from tests.helpers import edge, make_workflow, node, wait_for
+from tests.support.workflows import edge, make_workflow, node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -250,7 +250,7 @@ def test_retry_from_failed_completes_after_a_fix(worker, api, user):
 
 
 def test_retry_of_running_execution_is_409(api, user):
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     wf = make_workflow(user, [node("a")])
     with PrivateBroker():  # a broker no worker reads: the execution stays pending
@@ -265,7 +265,7 @@ def test_rolled_back_trigger_leaves_nothing_behind(user):
     from django.db import transaction
 
     from executions.services.executions import execution_create
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     wf = make_workflow(user, [node("a")])
     with PrivateBroker() as broker:

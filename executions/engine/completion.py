@@ -13,10 +13,10 @@ from django.utils import timezone
 from executions import store
 from executions.engine import dispatch
 from executions.engine.deadlocks import retry_on_deadlock
-from executions.engine.locks import key, redis_client
 from executions.engine.snapshots import graph_for
 from executions.graph import Graph
 from executions.models import Execution, NodeRun
+from executions.redis_client import key, redis_client
 from executions.states import EXECUTION_ACTIVE, NODE_ACTIVE, ExecutionStatus, NodeRunStatus
 
 log = logging.getLogger("weconnect.engine")

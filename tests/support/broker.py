@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tests.conftest import WorkerProcess
+from tests.support.worker import WorkerProcess
 from tests.environment import free_port, start_redis
 from weconnect.celery import app
 
