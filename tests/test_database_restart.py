@@ -14,8 +14,8 @@ import time
 import pytest
 
 from tests.environment import RUN_ID
-from tests.pgcluster import PgCluster
-from tests.stack import Stack, call, wait_finished
+from tests.support.pgcluster import PgCluster
+from tests.support.stack import Stack, call, wait_finished
 
 CHAIN = {
     "name": "restart chain",

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests import netns
+from tests.support import netns
 from tests.environment import RUN_ID
-from tests.pgcluster import PgCluster
-from tests.stack import Stack, call, wait_finished
+from tests.support.pgcluster import PgCluster
+from tests.support.stack import Stack, call, wait_finished
 from weconnect.devstack import free_port, port_open, redis_server_binary
 
 LEASE = {

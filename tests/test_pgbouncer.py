@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.environment import RUN_ID
-from tests.stack import Stack, call, wait_finished
+from tests.support.stack import Stack, call, wait_finished
 from weconnect.devstack import free_port, port_open
 
 SHAPES = {

@@ -16,7 +16,7 @@ import httpx
 
 from weconnect.devstack import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 
 
