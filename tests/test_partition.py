@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests.support import netns
 from tests.environment import RUN_ID
+from tests.support import netns
 from tests.support.pgcluster import PgCluster
 from tests.support.stack import Stack, call, wait_finished
 from weconnect.devstack import free_port, port_open, redis_server_binary
