@@ -140,6 +140,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only, checked for what jsonb cannot store and for nesting (executions/api/parsers.py);
+    # form bodies would bypass those checks.
+    "DEFAULT_PARSER_CLASSES": ["executions.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "executions.api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": [

@@ -1,0 +1,101 @@
+"""What PostgreSQL's jsonb cannot store, found before anything is written.
+
+jsonb refuses the NUL character (``\\u0000``), lone UTF-16 surrogates (``"\\ud800"``: not
+Unicode text at all, they cannot even be encoded as UTF-8) and non-finite numbers (``1e400``
+parses as Infinity, which JSON cannot express). Deeply nested documents make the parsers and
+encoders on the way (Python's json, PostgreSQL's) recurse until they fail. The walk here is
+iterative, so checking a document never recurses itself. Pure: no ORM, no settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+# How deep a request body may nest (objects and arrays); deeper answers 400 before any
+# serializer, validator or template walks it recursively.
+MAX_REQUEST_DEPTH = 64
+# Node outputs may nest deeper than requests, but not so deep that json.dumps or PostgreSQL's
+# jsonb parser runs out of stack.
+MAX_OUTPUT_DEPTH = 512
+
+_BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
+
+
+class Unstorable(ValueError):
+    """A JSON document (or a value on its way to jsonb) that cannot be stored as it is."""
+
+    def __init__(self, path: str, reason: str):
+        if len(path) > 120:  # a path 60 levels deep says nothing more than its end
+            path = "..." + path[-117:]
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+
+def _describe_char(text: str) -> str:
+    char = _BAD_CHAR.search(text).group()
+    if char == "\x00":
+        return "contains the NUL character (\\u0000), which cannot be stored"
+    return f"contains a lone surrogate (\\u{ord(char):04x}), which is not valid Unicode text"
+
+
+def _child(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def check(value: Any, *, max_depth: int, root: str = "") -> None:
+    """Raise Unstorable naming the first place (a dotted path) where ``value`` holds something
+    jsonb cannot store, or where it nests deeper than ``max_depth``."""
+    stack: list[tuple[Any, str, int]] = [(value, root, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            if _BAD_CHAR.search(item):
+                raise Unstorable(path, _describe_char(item))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise Unstorable(path, f"is {item}, not a finite number")
+        elif isinstance(item, dict | list | tuple):
+            if depth >= max_depth:
+                raise Unstorable(path, f"is nested too deeply (more than {max_depth} levels)")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if isinstance(key, str) and _BAD_CHAR.search(key):
+                        safe = _BAD_CHAR.sub("?", key)
+                        raise Unstorable(_child(path, safe), "key " + _describe_char(key))
+                    stack.append((child, _child(path, _BAD_CHAR.sub("?", str(key))), depth + 1))
+            else:
+                for i, child in enumerate(item):
+                    stack.append((child, _child(path, i), depth + 1))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large (it would be Infinity)")
+    return value
+
+
+def loads(text: str | bytes, *, max_depth: int = MAX_REQUEST_DEPTH) -> Any:
+    """Parse JSON text from a request and check it. Raises Unstorable (a ValueError) with a
+    message fit for a 400: invalid JSON, NaN/Infinity, numbers too large for a float, nesting
+    deeper than ``max_depth``, NUL characters and lone surrogates."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise Unstorable("", f"is nested too deeply (more than {max_depth} levels)") from None
+    except UnicodeDecodeError as exc:
+        raise Unstorable("", f"is not valid JSON (not UTF-8 text): {exc}") from None
+    except ValueError as exc:
+        raise Unstorable("", f"is not valid JSON: {exc}") from None
+    check(value, max_depth=max_depth)
+    return value
