@@ -74,6 +74,31 @@ def check(value: Any, *, max_depth: int, root: str = "") -> None:
                     stack.append((child, _child(path, i), depth + 1))
 
 
+def scrub(value: Any, *, max_depth: int = MAX_OUTPUT_DEPTH) -> Any:
+    """A copy of ``value`` that jsonb can store: NUL characters and lone surrogates become
+    U+FFFD, non-finite numbers their names as strings, anything nested deeper than
+    ``max_depth`` the string "...". For diagnostics (error documents), which must be recorded
+    whatever they quote; outputs are checked and refused instead."""
+    return _scrub(value, max_depth)
+
+
+def _scrub(value: Any, depth_left: int) -> Any:
+    if isinstance(value, str):
+        return _BAD_CHAR.sub("\ufffd", value) if _BAD_CHAR.search(value) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict | list | tuple):
+        if depth_left <= 0:
+            return "..."
+        if isinstance(value, dict):
+            return {
+                _scrub(str(k) if not isinstance(k, str) else k, 1): _scrub(v, depth_left - 1)
+                for k, v in value.items()
+            }
+        return [_scrub(v, depth_left - 1) for v in value]
+    return value
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from executions import jsonsafe
 from executions.credentials import redaction
 from executions.engine import dispatch, heartbeat
 from executions.engine.retry import backoff_delay, should_retry
@@ -34,9 +34,6 @@ from monitoring import counters
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
-
-# An escaped NUL (\u0000 preceded by an even number of backslashes) in JSON text.
-_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 # A message may arrive a little before the time it was meant for.
 _EARLY_TOLERANCE = timedelta(seconds=1)
@@ -248,7 +245,22 @@ def _ancestors(graph, node: str) -> list[str]:
 
 def _error_doc(exc: BaseException, error_type: str | None = None, **extra) -> dict[str, Any]:
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return {"error": True, "message": message, "type": error_type or type(exc).__name__, **extra}
+    doc = {"error": True, "message": message, "type": error_type or type(exc).__name__, **extra}
+    # An error quoting what failed (a NUL, a lone surrogate) must still be recordable.
+    return jsonsafe.scrub(doc)
+
+
+def _not_stored(exc: DatabaseError, fields) -> NodeError:
+    """The failure recorded when the database refused a node's result. Not retryable: the
+    same result would be refused again, and a crashed task would be run again by recovery,
+    repeating the node's side effects."""
+    log.error("node result could not be stored: %s", exc, extra=fields)
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return NodeError(
+        f"node result could not be stored: {reason}",
+        retryable=False,
+        error_type="ResultNotStored",
+    )
 
 
 def _check_output(output: Any) -> None:
@@ -258,9 +270,21 @@ def _check_output(output: Any) -> None:
         raise NodeError(
             f"node output is not JSON: {exc}", retryable=False, error_type="InvalidOutput"
         ) from None
-    if _NUL.search(text):  # valid JSON, but PostgreSQL's jsonb cannot store a NUL character
+    except RecursionError:
+        text = None  # nested too deeply: the check below names where
+    # Valid JSON that PostgreSQL's jsonb still refuses (a NUL character, a lone surrogate):
+    # found here, the node fails once; found by the database, the finish statement would fail.
+    try:
+        jsonsafe.check(output, max_depth=jsonsafe.MAX_OUTPUT_DEPTH, root="output")
+    except jsonsafe.Unstorable as exc:
         raise NodeError(
-            "node output contains a NUL character", retryable=False, error_type="InvalidOutput"
+            f"node output cannot be stored: {exc}", retryable=False, error_type="InvalidOutput"
+        ) from None
+    if text is None:
+        raise NodeError(
+            "node output cannot be stored: it is nested too deeply to encode",
+            retryable=False,
+            error_type="InvalidOutput",
         )
     size = len(text.encode())
     limit = settings.WECONNECT_MAX_OUTPUT_BYTES
@@ -350,9 +374,12 @@ def node_run_execute(
         )
     else:
         result = Finish(N.SUCCEEDED, output, branch)
-    recorded = node_run_finish(
-        execution=execution, graph=graph, node=node, attempt=attempt, result=result
-    )
+    try:
+        recorded = node_run_finish(
+            execution=execution, graph=graph, node=node, attempt=attempt, result=result
+        )
+    except DatabaseError as exc:
+        return _record_failure(execution, graph, run, attempt, _not_stored(exc, fields), fields)
     if recorded:
         counters.observe_node_run(run=run, node_type=spec.type, status=result.status)
     log.info("node %s", result.status if recorded else "discarded", extra=fields)
