@@ -199,6 +199,35 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
         ]
 
 
+class ExecutionSummaryOutputSerializer(serializers.ModelSerializer):
+    """An execution in a list: its state without the input, output, error and node run
+    documents (GET /api/executions/{id}/ has them)."""
+
+    error_message = serializers.CharField(
+        allow_null=True,
+        read_only=True,
+        help_text="The error's message, cut to 500 characters (null when there is none).",
+    )
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "workflow",
+            "workflow_version",
+            "status",
+            "trigger",
+            "error_message",
+            "idempotency_key",
+            "retry_of",
+            "depth",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "deadline_at",
+        ]
+
+
 class RetryRequestSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=["from_failed", "from_start"], default="from_failed")
 

@@ -123,20 +123,27 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user, typed id
             return Execution.objects.none()
-        qs = selectors.execution_list(user=self.request.user)
-        if self.action == "list":
-            filters = _validated(ExecutionFilterSerializer, self.request.query_params)
-            if "workflow" in filters:
-                qs = qs.filter(workflow_id=filters["workflow"])
-            if "status" in filters:
-                qs = qs.filter(status=filters["status"])
+        if self.action != "list":
+            return selectors.execution_list(user=self.request.user)
+        qs = selectors.execution_summary_list(user=self.request.user)
+        filters = _validated(ExecutionFilterSerializer, self.request.query_params)
+        if "workflow" in filters:
+            qs = qs.filter(workflow_id=filters["workflow"])
+        if "status" in filters:
+            qs = qs.filter(status=filters["status"])
         return qs
+
+    def get_serializer_class(self):
+        if self.action == "list":
+            return s.ExecutionSummaryOutputSerializer
+        return s.ExecutionOutputSerializer
 
     @extend_schema(
         parameters=[
             OpenApiParameter("workflow", str, description="workflow id"),
             OpenApiParameter("status", str, enum=ExecutionStatus.values),
-        ]
+        ],
+        responses={200: s.ExecutionSummaryOutputSerializer(many=True)},
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
