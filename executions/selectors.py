@@ -21,7 +21,7 @@ def execution_list(*, user) -> QuerySet[Execution]:
     qs = (
         Execution.objects.all()
         if user.is_superuser
-        else Execution.objects.filter(workflow__owner=user)
+        else Execution.objects.filter(owner=user)
     )
     return (
         qs.select_related("workflow")
@@ -40,7 +40,7 @@ def execution_summary_list(*, user) -> QuerySet[Execution]:
     qs = (
         Execution.objects.all()
         if user.is_superuser
-        else Execution.objects.filter(workflow__owner=user)
+        else Execution.objects.filter(owner=user)
     )
     return (
         qs.defer("input", "output", "error")

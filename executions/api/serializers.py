@@ -182,6 +182,7 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "workflow",
+            "workflow_name",
             "workflow_version",
             "status",
             "trigger",
@@ -199,6 +200,19 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
         ]
 
 
+class ActiveExecutionRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+
+
+class WorkflowInUseOutputSerializer(serializers.Serializer):
+    """409 to DELETE /api/workflows/{id}/ while executions of the workflow are active."""
+
+    detail = serializers.CharField()
+    active_executions = ActiveExecutionRefSerializer(many=True, help_text="At most 100.")
+    count = serializers.IntegerField(help_text="How many executions are active.")
+
+
 class ExecutionSummaryOutputSerializer(serializers.ModelSerializer):
     """An execution in a list: its state without the input, output, error and node run
     documents (GET /api/executions/{id}/ has them)."""
@@ -214,6 +228,7 @@ class ExecutionSummaryOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "workflow",
+            "workflow_name",
             "workflow_version",
             "status",
             "trigger",

@@ -74,8 +74,30 @@ class WorkflowViewSet(
         workflow = workflow_services.workflow_replace(workflow=workflow, data=data)
         return Response(s.WorkflowOutputSerializer(workflow, context={"request": request}).data)
 
-    def perform_destroy(self, instance):
-        workflow_services.workflow_delete(workflow=instance)
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "cancel_active",
+                bool,
+                description="Cancel the workflow's pending and running executions and delete it "
+                "(without it, a workflow with active executions answers 409).",
+            )
+        ],
+        responses={204: None, 409: s.WorkflowInUseOutputSerializer},
+    )
+    def destroy(self, request, pk=None):
+        workflow = self.get_object()
+        params = _validated(WorkflowDeleteSerializer, request.query_params)
+        try:
+            workflow_services.workflow_delete(
+                workflow=workflow, cancel_active=params["cancel_active"]
+            )
+        except workflow_services.WorkflowHasActiveExecutions as exc:
+            return Response(
+                {"detail": str(exc), "active_executions": exc.executions, "count": exc.total},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         request=s.ExecuteInputSerializer,
@@ -110,6 +132,10 @@ class WorkflowViewSet(
         token = webhook_token_rotate(workflow=workflow)
         url = request.build_absolute_uri(reverse("webhook", kwargs={"workflow_id": workflow.pk}))
         return Response({"webhook_token": token, "webhook_url": url})
+
+
+class WorkflowDeleteSerializer(serializers.Serializer):
+    cancel_active = serializers.BooleanField(default=False)
 
 
 class ExecutionFilterSerializer(serializers.Serializer):

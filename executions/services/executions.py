@@ -93,6 +93,8 @@ def execution_create(
         with transaction.atomic():
             execution = Execution.objects.create(
                 workflow=workflow,
+                workflow_name=workflow.name,
+                owner_id=workflow.owner_id,
                 snapshot=snapshot,
                 workflow_version=snapshot.version,
                 trigger=trigger,
@@ -264,6 +266,8 @@ def execution_retry(*, execution: Execution, mode: str = "from_failed") -> Execu
     ``from_failed`` the node runs that succeeded are copied as succeeded (not run again)."""
     if execution.status in EXECUTION_ACTIVE:
         raise Conflict(f"execution is still {execution.status}; cancel it or wait for it to finish")
+    if execution.workflow is None:
+        raise Conflict(f"workflow {execution.workflow_name!r} was deleted; it cannot run again")
     if not execution.workflow.is_active:
         raise Conflict("workflow is inactive")
     reuse = None
