@@ -92,7 +92,11 @@ def _apply_settings(workflow: Workflow, doc: dict[str, Any]) -> None:
         "webhook_enabled",
     ):
         setattr(workflow, field, doc[field])
-    if workflow.webhook_enabled and not workflow.webhook_token:
+    if not workflow.webhook_enabled:
+        # Turning webhooks off forgets the token: enabling them again must take a new one
+        # (POST .../webhook-token/), never bring back a token that was given out before.
+        workflow.webhook_token = ""
+    elif not workflow.webhook_token:
         workflow.webhook_token = Workflow.new_webhook_token()
 
 
