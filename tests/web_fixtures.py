@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["WebServer", "web_server"]
-
 from tests.conftest import database_url_for_workers
 from tests.environment import RUN_ID
 from weconnect.devstack import free_port, port_open
+
+__all__ = ["WebServer", "web_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
