@@ -17,8 +17,8 @@ from typing import Any
 # How deep a request body may nest (objects and arrays); deeper answers 400 before any
 # serializer, validator or template walks it recursively.
 MAX_REQUEST_DEPTH = 64
-# Node outputs may nest deeper than requests, but not so deep that json.dumps or PostgreSQL's
-# jsonb parser runs out of stack.
+# Node outputs may nest deeper than requests; one json.dumps cannot even encode (it gives up
+# near 1,000 levels) is reported as nested deeper than this.
 MAX_OUTPUT_DEPTH = 512
 
 _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")

@@ -18,11 +18,7 @@ def workflow_list(*, user) -> QuerySet[Workflow]:
 
 
 def execution_list(*, user) -> QuerySet[Execution]:
-    qs = (
-        Execution.objects.all()
-        if user.is_superuser
-        else Execution.objects.filter(owner=user)
-    )
+    qs = Execution.objects.all() if user.is_superuser else Execution.objects.filter(owner=user)
     return (
         qs.select_related("workflow")
         .prefetch_related(Prefetch("node_runs", queryset=NodeRun.objects.order_by("id")))
@@ -37,11 +33,7 @@ SUMMARY_MESSAGE_CHARS = 500
 
 
 def execution_summary_list(*, user) -> QuerySet[Execution]:
-    qs = (
-        Execution.objects.all()
-        if user.is_superuser
-        else Execution.objects.filter(owner=user)
-    )
+    qs = Execution.objects.all() if user.is_superuser else Execution.objects.filter(owner=user)
     return (
         qs.defer("input", "output", "error")
         .annotate(

@@ -274,12 +274,17 @@ def _check_output(output: Any) -> None:
         text = None  # nested too deeply: the check below names where
     # Valid JSON that PostgreSQL's jsonb still refuses (a NUL character, a lone surrogate):
     # found here, the node fails once; found by the database, the finish statement would fail.
-    try:
-        jsonsafe.check(output, max_depth=jsonsafe.MAX_OUTPUT_DEPTH, root="output")
-    except jsonsafe.Unstorable as exc:
-        raise NodeError(
-            f"node output cannot be stored: {exc}", retryable=False, error_type="InvalidOutput"
-        ) from None
+    # json.dumps writes both as \u escapes, so only such a text is walked to name the place
+    # (the walk costs a few times the encoding on a large output).
+    if text is None or "\\u0000" in text or "\\ud" in text:
+        try:
+            jsonsafe.check(output, max_depth=jsonsafe.MAX_OUTPUT_DEPTH, root="output")
+        except jsonsafe.Unstorable as exc:
+            raise NodeError(
+                f"node output cannot be stored: {exc}",
+                retryable=False,
+                error_type="InvalidOutput",
+            ) from None
     if text is None:
         raise NodeError(
             "node output cannot be stored: it is nested too deeply to encode",
