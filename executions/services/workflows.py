@@ -168,14 +168,15 @@ def workflow_delete(*, workflow: Workflow, cancel_active: bool = False) -> list[
         # check below and the delete (it waits, then fails on the missing workflow).
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         active = _active(workflow)
-        if active.exists():
-            listed = [
-                {"id": str(pk), "status": status}
-                for pk, status in active.order_by("created_at").values_list("id", "status")[
-                    :ACTIVE_LISTED
-                ]
+        listed = [
+            {"id": str(pk), "status": status}
+            for pk, status in active.order_by("created_at").values_list("id", "status")[
+                :ACTIVE_LISTED
             ]
-            raise WorkflowHasActiveExecutions(workflow, listed, active.count())
+        ]
+        if listed:
+            total = len(listed) if len(listed) < ACTIVE_LISTED else active.count()
+            raise WorkflowHasActiveExecutions(workflow, listed, max(total, len(listed)))
         WorkflowVersion.objects.filter(workflow=workflow).filter(
             ~Exists(Execution.objects.filter(snapshot=OuterRef("pk")))
         ).delete()
