@@ -11,7 +11,7 @@ import pytest
 from executions.credentials.models import Credential
 from executions.models import Execution, Workflow
 from executions.services.executions import execution_create
-from tests.helpers import make_workflow, node
+from tests.support.workflows import make_workflow, node
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

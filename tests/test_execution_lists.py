@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
-from tests.helpers import make_workflow, node
+from tests.support.workflows import make_workflow, node
 
 pytestmark = [pytest.mark.django_db]
 

@@ -19,7 +19,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from executions.services.executions import execution_create
-from tests.helpers import make_workflow, node
+from tests.support.workflows import make_workflow, node
 
 pytestmark = pytest.mark.django_db
 

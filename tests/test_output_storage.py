@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 
 from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, runs_by_node, wait_for
-from tests.nodes_fixtures import serve_http
+from tests.support.nodes import serve_http
+from tests.support.workflows import edge, make_workflow, node, runs_by_node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from tests.helpers import node, workflow_doc
+from tests.support.workflows import node, workflow_doc
 
 pytestmark = [pytest.mark.django_db]
 

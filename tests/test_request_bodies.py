@@ -9,8 +9,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from executions.models import Execution, Workflow
-from tests.helpers import make_workflow, node
-from tests.web_fixtures import *  # noqa: F403  (fixtures)
+from tests.support.web import *  # noqa: F403  (fixtures)
+from tests.support.workflows import make_workflow, node
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,7 @@ import pytest
 
 from executions.nodes.templating import compile_template
 from executions.services.executions import execution_create
-from tests.helpers import make_workflow, node, runs_by_node, wait_for
+from tests.support.workflows import make_workflow, node, runs_by_node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

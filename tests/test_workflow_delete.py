@@ -8,7 +8,7 @@ import pytest
 from executions.models import Execution, Workflow, WorkflowVersion
 from executions.services.executions import execution_create
 from executions.services.workflows import workflow_replace
-from tests.helpers import make_workflow, node, workflow_doc
+from tests.support.workflows import make_workflow, node, workflow_doc
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

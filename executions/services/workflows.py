@@ -13,9 +13,11 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from executions.engine.retry import retry_policy
+from executions.errors import Conflict
 from executions.models import Connection, Execution, Node, Workflow, WorkflowVersion
-from executions.services.executions import Conflict, execution_terminate
+from executions.services.executions import execution_terminate
 from executions.states import EXECUTION_ACTIVE, ExecutionStatus
+from executions.triggers.schedules import schedule_remove, schedule_sync
 
 # The parts of a workflow that are neither graph nor settings (trigger secrets).
 _NOT_VERSIONED = ("webhook_token",)
@@ -193,13 +195,9 @@ def _active(workflow: Workflow):
 
 def _after_save(workflow: Workflow) -> None:
     """Hook for triggers that live outside the workflow rows (schedules)."""
-    from executions.triggers.schedules import schedule_sync
-
     schedule_sync(workflow=workflow)
 
 
 def _after_delete(workflow: Workflow) -> None:
     """Hook for triggers that live outside the workflow rows (schedules)."""
-    from executions.triggers.schedules import schedule_remove
-
     schedule_remove(workflow_id=workflow.pk)

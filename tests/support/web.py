@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import database_url_for_workers
 from tests.environment import RUN_ID
+from tests.support.worker import database_url_for_workers
 from weconnect.devstack import free_port, port_open
 
 __all__ = ["WebServer", "web_server"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
