@@ -10,6 +10,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 from executions.models import Connection, Execution, Node, NodeRun, Workflow, WorkflowVersion
 from executions.services.executions import Conflict, execution_cancel, execution_retry
+from executions.services.workflows import WorkflowHasActiveExecutions, workflow_delete
+from executions.states import EXECUTION_ACTIVE
 from monitoring.graphs import STATUS_COLOURS, graph_svg, timeline_svg
 
 
@@ -70,6 +72,23 @@ class WorkflowAdmin(admin.ModelAdmin):
     search_fields = ["name", "description", "id", "nodes__key"]
     readonly_fields = ["id", "version", "created_at", "updated_at", "webhook_token"]
     inlines = [NodeInline, ConnectionInline]
+
+    # Deleting goes through workflow_delete, as in the API: not while executions are active,
+    # and finished executions keep their history.
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.executions.filter(status__in=EXECUTION_ACTIVE).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        workflow_delete(workflow=obj)
+
+    def delete_queryset(self, request, queryset):
+        for workflow in queryset:
+            try:
+                workflow_delete(workflow=workflow)
+            except WorkflowHasActiveExecutions as exc:
+                self.message_user(request, str(exc), messages.WARNING)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The edit page, with a picture of the current version's graph."""
@@ -156,7 +175,7 @@ def retry_executions(modeladmin, request, queryset):
 class ExecutionAdmin(admin.ModelAdmin):
     list_display = ["id", "workflow", "coloured_status", "trigger", "created_at", "duration"]
     list_filter = ["status", "trigger", "workflow", "created_at"]
-    search_fields = ["id", "workflow__name", "idempotency_key"]
+    search_fields = ["id", "workflow_name", "idempotency_key"]
     list_select_related = ["workflow"]
     actions = [cancel_executions, retry_executions]
     inlines = [NodeRunInline]

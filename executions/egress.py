@@ -101,6 +101,27 @@ def _address(text: str) -> Address:
     return ip
 
 
+# IPv6 forms that carry an IPv4 address a packet may end up at (::ffff:0:0/96, IPv4-mapped,
+# is already read as the IPv4 address by _address).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix, IPv4 in the low bits
+_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible ::a.b.c.d
+_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")  # 6to4: 2002:AABB:CCDD::/48 is A.B.C.D
+
+
+def embedded_ipv4(ip: Address) -> tuple[ipaddress.IPv4Address, str] | None:
+    """The IPv4 address an IPv6 address carries (NAT64, 6to4, IPv4-compatible), and the name
+    of the form; None for an IPv4 address or an IPv6 address that carries none."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), f"NAT64 {_NAT64}"
+    if ip.sixtofour is not None:
+        return ip.sixtofour, f"6to4 {_SIX_TO_FOUR}"
+    if ip in _COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), f"IPv4-compatible {_COMPATIBLE}"
+    return None
+
+
 class EgressPolicy:
     def __init__(
         self,
@@ -146,8 +167,22 @@ class EgressPolicy:
         )
 
     def decide(self, address: str) -> tuple[bool, str | None]:
-        """(allowed, the rule that decided, or None when no rule matched)."""
+        """(allowed, the rule that decided, or None when no rule matched).
+
+        An IPv6 address carrying an IPv4 address (NAT64, 6to4, IPv4-compatible) is allowed
+        only when both are: 64:ff9b::a9fe:a9fe reaches 169.254.169.254 through a NAT64
+        gateway, and a DENY of ::/0 still covers it."""
         ip = _address(address)
+        allowed, rule = self._decide(ip)
+        carried = embedded_ipv4(ip)
+        if allowed and carried is not None:
+            inner, form = carried
+            inner_allowed, inner_rule = self._decide(inner)
+            if not inner_allowed:
+                return False, f"{inner_rule}, as the IPv4 address {inner} it carries ({form})"
+        return allowed, rule
+
+    def _decide(self, ip: Address) -> tuple[bool, str | None]:
         best: _Rule | None = None
         for rule in self.rules:
             if ip.version == rule.network.version and ip in rule.network:

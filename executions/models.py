@@ -84,7 +84,11 @@ class WorkflowVersion(models.Model):
     a running execution, and the engine reads (and caches) the graph by this row's id.
     """
 
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    # Kept when the workflow is deleted (SET_NULL): the executions that ran it point here (with
+    # RESTRICT), so their history stays readable. workflow_delete removes the unused ones.
+    workflow = models.ForeignKey(
+        Workflow, null=True, on_delete=models.SET_NULL, related_name="versions"
+    )
     version = models.PositiveIntegerField()
     graph = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -100,7 +104,19 @@ class WorkflowVersion(models.Model):
 
 class Execution(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="executions")
+    # Null once the workflow is deleted: a finished execution keeps its history (the snapshot
+    # it ran, the workflow's name and owner as they were).
+    workflow = models.ForeignKey(
+        Workflow, null=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    workflow_name = models.CharField(max_length=200, blank=True, default="")
+    # Who may see the execution (the workflow's owner when it started); outlives the workflow.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.CASCADE,
+        related_name="executions",
+    )
     snapshot = models.ForeignKey(
         WorkflowVersion, on_delete=models.RESTRICT, related_name="executions"
     )
@@ -139,6 +155,8 @@ class Execution(models.Model):
         ]
         indexes = [
             models.Index(fields=["workflow", "-created_at"], name="execution_workflow_created"),
+            # The API's list of a user's executions (selectors.execution_summary_list).
+            models.Index(fields=["owner", "-created_at"], name="execution_owner_created"),
             models.Index(fields=["status", "-created_at"], name="execution_status_created"),
             # The deadline and stale sweeps scan only active executions.
             models.Index(

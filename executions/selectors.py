@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Substr
 
 from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
 
@@ -16,13 +18,26 @@ def workflow_list(*, user) -> QuerySet[Workflow]:
 
 
 def execution_list(*, user) -> QuerySet[Execution]:
-    qs = (
-        Execution.objects.all()
-        if user.is_superuser
-        else Execution.objects.filter(workflow__owner=user)
-    )
+    qs = Execution.objects.all() if user.is_superuser else Execution.objects.filter(owner=user)
     return (
         qs.select_related("workflow")
         .prefetch_related(Prefetch("node_runs", queryset=NodeRun.objects.order_by("id")))
+        .order_by("-created_at")
+    )
+
+
+# The list of executions carries summaries: the input, output and error documents (up to the
+# output limit each, 1 MiB by default) and the node runs stay in the database; only the error's
+# message is read, cut short, inside PostgreSQL.
+SUMMARY_MESSAGE_CHARS = 500
+
+
+def execution_summary_list(*, user) -> QuerySet[Execution]:
+    qs = Execution.objects.all() if user.is_superuser else Execution.objects.filter(owner=user)
+    return (
+        qs.defer("input", "output", "error")
+        .annotate(
+            error_message=Substr(KeyTextTransform("message", "error"), 1, SUMMARY_MESSAGE_CHARS)
+        )
         .order_by("-created_at")
     )

@@ -359,3 +359,62 @@ def test_tls_keeps_the_name_for_sni_and_certificate_check(tls_server):
     assert r.status_code == 200 and r.text == f"tls.test:{port}"
     assert seen_sni == ["tls.test"]  # the certificate was checked against the name, not the IP
     assert backend.connects == [("127.0.0.1", port)]
+
+
+# --- IPv4 carried inside IPv6 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "address", "allowed", "rule"),
+    [
+        # NAT64 (64:ff9b::/96), in both spellings.
+        ({}, "64:ff9b::a9fe:a9fe", False, "169.254.169.254 it carries (NAT64 64:ff9b::/96)"),
+        ({}, "64:ff9b::169.254.169.254", False, "169.254.0.0/16"),
+        ({}, "64:ff9b::6464:64c8", False, "100.100.100.200/32"),
+        ({}, "64:ff9b::808:808", True, None),
+        # 6to4 (2002::/16): 2002:AABB:CCDD::/48 is A.B.C.D, whatever follows.
+        ({}, "2002:a9fe:a9fe::1", False, "169.254.169.254 it carries (6to4 2002::/16)"),
+        ({}, "2002:a9fe:a9fe:ffff::abcd", False, "169.254.0.0/16"),
+        ({}, "2002:808:808::1", True, None),
+        # IPv4-compatible (::/96) and IPv4-mapped (::ffff:0:0/96).
+        ({}, "::169.254.169.254", False, "(IPv4-compatible ::/96)"),
+        ({}, "::a9fe:a9fe", False, "169.254.0.0/16"),
+        ({}, "::ffff:a9fe:a9fe", False, "169.254.0.0/16"),
+        # The private ranges too, when they are refused.
+        ({"deny_private": True}, "64:ff9b::7f00:1", False, "127.0.0.0/8"),
+        ({"deny_private": True}, "2002:a00:1::1", False, "10.0.0.0/8"),
+        ({"deny_private": True}, "::10.0.0.1", False, "10.0.0.0/8"),
+        ({"deny_private": True}, "::ffff:192.168.1.1", False, "192.168.0.0/16"),
+        ({}, "64:ff9b::7f00:1", True, None),
+        # ALLOW and DENY on the IPv4 address apply to its IPv6 forms.
+        ({"deny": ["93.184.216.0/24"]}, "64:ff9b::5db8:d822", False, "93.184.216.0/24"),
+        ({"allow": ["169.254.169.254/32"]}, "64:ff9b::a9fe:a9fe", True, None),
+        # and a DENY of the IPv6 form still holds whatever the IPv4 address.
+        ({"deny": ["64:ff9b::/96"]}, "64:ff9b::808:808", False, "64:ff9b::/96"),
+    ],
+)
+def test_ipv4_embedded_in_ipv6_gets_the_same_rules(policy, address, allowed, rule):
+    got, why = EgressPolicy(**policy).decide(address)
+    assert got is allowed, why
+    if rule is not None:
+        assert rule in why
+
+
+def test_embedded_metadata_refused_before_connecting():
+    backend = RecordingBackend()
+    for url in (
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[2002:a9fe:a9fe::1]/",
+        "http://[::169.254.169.254]/",
+    ):
+        with pytest.raises(EgressDenied, match="169.254.169.254 it carries") as info:
+            get(url, policy=EgressPolicy.from_settings(), backend=backend)
+        assert info.value.retryable is False
+    # A name answering with a NAT64 address of the metadata service is refused the same way.
+    with pytest.raises(EgressDenied, match=r"nat64\.test \(64:ff9b::a9fe:a9fe\)"):
+        get(
+            "http://nat64.test/",
+            resolver=FixedResolver(["64:ff9b::a9fe:a9fe"]),
+            backend=backend,
+        )
+    assert backend.connects == []

@@ -157,3 +157,18 @@ def test_enabling_webhooks_on_save_generates_a_token(api):
     token = Workflow.objects.get(id=doc["id"]).webhook_token
     assert len(token) >= 32
     assert hook(doc["id"], token=token).status_code == 202
+
+
+def test_reenabled_webhook_needs_a_new_token(hooked, api):
+    doc, token = hooked
+    off = workflow_doc([node("a")], webhook_enabled=False)
+    assert api.put(f"/api/workflows/{doc['id']}/", off, format="json").status_code == 200
+    assert Workflow.objects.get(pk=doc["id"]).webhook_token == ""  # forgotten, not kept
+    on = workflow_doc([node("a")], webhook_enabled=True)
+    assert api.put(f"/api/workflows/{doc['id']}/", on, format="json").status_code == 200
+    # The token given out before the webhook was disabled opens nothing any more.
+    assert hook(doc["id"], {"x": 1}, token).status_code == 404
+    assert not Execution.objects.exists()
+    new = api.post(f"/api/workflows/{doc['id']}/webhook-token/").json()["webhook_token"]
+    assert new != token
+    assert hook(doc["id"], {"x": 1}, new).status_code == 202

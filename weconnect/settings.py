@@ -152,6 +152,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only, checked for what jsonb cannot store and for nesting (executions/api/parsers.py);
+    # form bodies would bypass those checks.
+    "DEFAULT_PARSER_CLASSES": ["executions.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "executions.api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": [
@@ -160,7 +163,11 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "executions.api.errors.exception_handler",
 }
+# /api/schema/ and /api/docs/ answer without authentication only when this is true (the
+# default with DEBUG); otherwise they need a token or a session like every other endpoint.
+WECONNECT_PUBLIC_API_DOCS = env_bool("WECONNECT_PUBLIC_API_DOCS", DEBUG)
 SPECTACULAR_SETTINGS = {
+    "SERVE_PERMISSIONS": ["weconnect.permissions.APIDocsPermission"],
     "TITLE": "WeConnect API",
     "DESCRIPTION": "Workflow definitions, executions and their node runs.",
     "VERSION": "1.0.0",
@@ -338,7 +345,12 @@ LOGGING = {
 # --- Security for non-DEBUG deployments ---------------------------------------------------
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Only behind a proxy that sets X-Forwarded-Proto itself (and drops a client's): trusted from
+# anyone, the header lets a plain-HTTP client pass as HTTPS (secure cookies, https:// URLs).
+WECONNECT_TRUST_PROXY_SSL_HEADER = env_bool("WECONNECT_TRUST_PROXY_SSL_HEADER", False)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if WECONNECT_TRUST_PROXY_SSL_HEADER else None
+)
 
 # Engine upkeep driven by Beat (stored in django-celery-beat's tables, editable in the admin).
 CELERY_BEAT_SCHEDULE = {

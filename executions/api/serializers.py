@@ -182,6 +182,7 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "workflow",
+            "workflow_name",
             "workflow_version",
             "status",
             "trigger",
@@ -196,6 +197,49 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
             "finished_at",
             "deadline_at",
             "node_runs",
+        ]
+
+
+class ActiveExecutionRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+
+
+class WorkflowInUseOutputSerializer(serializers.Serializer):
+    """409 to DELETE /api/workflows/{id}/ while executions of the workflow are active."""
+
+    detail = serializers.CharField()
+    active_executions = ActiveExecutionRefSerializer(many=True, help_text="At most 100.")
+    count = serializers.IntegerField(help_text="How many executions are active.")
+
+
+class ExecutionSummaryOutputSerializer(serializers.ModelSerializer):
+    """An execution in a list: its state without the input, output, error and node run
+    documents (GET /api/executions/{id}/ has them)."""
+
+    error_message = serializers.CharField(
+        allow_null=True,
+        read_only=True,
+        help_text="The error's message, cut to 500 characters (null when there is none).",
+    )
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "workflow",
+            "workflow_name",
+            "workflow_version",
+            "status",
+            "trigger",
+            "error_message",
+            "idempotency_key",
+            "retry_of",
+            "depth",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "deadline_at",
         ]
 
 

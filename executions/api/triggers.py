@@ -5,8 +5,6 @@ answered 413 by the middleware before this view reads anything."""
 
 from __future__ import annotations
 
-import json
-
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -19,6 +17,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from executions import jsonsafe
+from executions.api.parsers import body_problem
 from executions.triggers.webhooks import WebhookNotFound, webhook_trigger
 
 TOKEN_HEADER = "X-WeConnect-Token"
@@ -33,10 +33,6 @@ _accepted = inline_serializer(
         "created": serializers.BooleanField(),
     },
 )
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class WebhookView(APIView):
@@ -84,19 +80,13 @@ class WebhookView(APIView):
             payload = {}
         else:
             try:
-                payload = json.loads(body, parse_constant=_refuse_constant)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ValidationError({"body": [f"is not valid JSON: {exc}"]}) from None
-            except RecursionError:
-                raise ValidationError({"body": ["is nested too deeply"]}) from None
+                payload = jsonsafe.loads(body)
+            except jsonsafe.Unstorable as exc:
+                raise ValidationError({"body": [body_problem(exc)]}) from None
             if not isinstance(payload, dict):
                 raise ValidationError(
                     {"body": [f"must be a JSON object, not {type(payload).__name__}"]}
                 )
-            # PostgreSQL's jsonb cannot store the NUL character: refuse it here instead of
-            # failing when the execution is written.
-            if "\\u0000" in json.dumps(payload):
-                raise ValidationError({"body": ["must not contain the NUL character (\\u0000)"]})
         try:
             execution, created = webhook_trigger(
                 workflow_id=workflow_id,

@@ -73,8 +73,30 @@ class WorkflowViewSet(
         workflow = workflow_services.workflow_replace(workflow=workflow, data=data)
         return Response(s.WorkflowOutputSerializer(workflow, context={"request": request}).data)
 
-    def perform_destroy(self, instance):
-        workflow_services.workflow_delete(workflow=instance)
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "cancel_active",
+                bool,
+                description="Cancel the workflow's pending and running executions and delete it "
+                "(without it, a workflow with active executions answers 409).",
+            )
+        ],
+        responses={204: None, 409: s.WorkflowInUseOutputSerializer},
+    )
+    def destroy(self, request, pk=None):
+        workflow = self.get_object()
+        params = _validated(WorkflowDeleteSerializer, request.query_params)
+        try:
+            workflow_services.workflow_delete(
+                workflow=workflow, cancel_active=params["cancel_active"]
+            )
+        except workflow_services.WorkflowHasActiveExecutions as exc:
+            return Response(
+                {"detail": str(exc), "active_executions": exc.executions, "count": exc.total},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         request=s.ExecuteInputSerializer,
@@ -109,6 +131,10 @@ class WorkflowViewSet(
         return Response({"webhook_token": token, "webhook_url": url})
 
 
+class WorkflowDeleteSerializer(serializers.Serializer):
+    cancel_active = serializers.BooleanField(default=False)
+
+
 class ExecutionFilterSerializer(serializers.Serializer):
     workflow = serializers.UUIDField(required=False)
     status = serializers.ChoiceField(choices=ExecutionStatus.choices, required=False)
@@ -120,20 +146,27 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user, typed id
             return Execution.objects.none()
-        qs = selectors.execution_list(user=self.request.user)
-        if self.action == "list":
-            filters = _validated(ExecutionFilterSerializer, self.request.query_params)
-            if "workflow" in filters:
-                qs = qs.filter(workflow_id=filters["workflow"])
-            if "status" in filters:
-                qs = qs.filter(status=filters["status"])
+        if self.action != "list":
+            return selectors.execution_list(user=self.request.user)
+        qs = selectors.execution_summary_list(user=self.request.user)
+        filters = _validated(ExecutionFilterSerializer, self.request.query_params)
+        if "workflow" in filters:
+            qs = qs.filter(workflow_id=filters["workflow"])
+        if "status" in filters:
+            qs = qs.filter(status=filters["status"])
         return qs
+
+    def get_serializer_class(self):
+        if self.action == "list":
+            return s.ExecutionSummaryOutputSerializer
+        return s.ExecutionOutputSerializer
 
     @extend_schema(
         parameters=[
             OpenApiParameter("workflow", str, description="workflow id"),
             OpenApiParameter("status", str, enum=ExecutionStatus.values),
-        ]
+        ],
+        responses={200: s.ExecutionSummaryOutputSerializer(many=True)},
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)

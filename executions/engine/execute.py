@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
-from executions import counters, store
+from executions import counters, jsonsafe, store
 from executions.credentials import redaction
 from executions.engine import heartbeat
 from executions.engine.completion import execution_time_out_if_due
-from executions.engine.outcome import park, record_failure
+from executions.engine.outcome import park, record_failure, result_not_stored
 from executions.engine.routing import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
 from executions.engine.start import child_starter
@@ -34,9 +34,6 @@ from executions.states import ExecutionStatus, NodeRunStatus
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
-
-# An escaped NUL (\u0000 preceded by an even number of backslashes) in JSON text.
-_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 # A message may arrive a little before the time it was meant for.
 _EARLY_TOLERANCE = timedelta(seconds=1)
@@ -125,9 +122,26 @@ def check_output(output: Any) -> None:
         raise NodeError(
             f"node output is not JSON: {exc}", retryable=False, error_type="InvalidOutput"
         ) from None
-    if _NUL.search(text):  # valid JSON, but PostgreSQL's jsonb cannot store a NUL character
+    except RecursionError:
+        text = None  # nested too deeply: the check below names where
+    # Valid JSON that PostgreSQL's jsonb still refuses (a NUL character, a lone surrogate):
+    # found here, the node fails once; found by the database, the finish statement would fail.
+    # json.dumps writes both as \u escapes, so only such a text is walked to name the place
+    # (the walk costs a few times the encoding on a large output).
+    if text is None or "\\u0000" in text or "\\ud" in text:
+        try:
+            jsonsafe.check(output, max_depth=jsonsafe.MAX_OUTPUT_DEPTH, root="output")
+        except jsonsafe.Unstorable as exc:
+            raise NodeError(
+                f"node output cannot be stored: {exc}",
+                retryable=False,
+                error_type="InvalidOutput",
+            ) from None
+    if text is None:
         raise NodeError(
-            "node output contains a NUL character", retryable=False, error_type="InvalidOutput"
+            "node output cannot be stored: it is nested too deeply to encode",
+            retryable=False,
+            error_type="InvalidOutput",
         )
     size = len(text.encode())
     limit = settings.WECONNECT_MAX_OUTPUT_BYTES
@@ -219,9 +233,13 @@ def node_run_execute(
         )
     else:
         result = Finish(N.SUCCEEDED, output, branch)
-    recorded = node_run_finish(
-        execution=execution, graph=graph, node=node, attempt=attempt, result=result
-    )
+    try:
+        recorded = node_run_finish(
+            execution=execution, graph=graph, node=node, attempt=attempt, result=result
+        )
+    except DatabaseError as exc:
+        failure = result_not_stored(exc, fields)
+        return record_failure(execution, graph, run, attempt, failure, fields)
     if recorded:
         counters.observe_node_run(run=run, node_type=spec.type, status=result.status)
     log.info("node %s", result.status if recorded else "discarded", extra=fields)

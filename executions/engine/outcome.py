@@ -8,11 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from executions import counters, store
+from executions import counters, jsonsafe, store
 from executions.engine import dispatch
 from executions.engine.retry import backoff_delay, should_retry
 from executions.engine.routing import Finish, node_run_finish
@@ -27,7 +27,22 @@ N = NodeRunStatus
 
 def error_doc(exc: BaseException, error_type: str | None = None, **extra) -> dict[str, Any]:
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return {"error": True, "message": message, "type": error_type or type(exc).__name__, **extra}
+    doc = {"error": True, "message": message, "type": error_type or type(exc).__name__, **extra}
+    # An error quoting what failed (a NUL, a lone surrogate) must still be recordable.
+    return jsonsafe.scrub(doc)
+
+
+def result_not_stored(exc: DatabaseError, fields) -> NodeError:
+    """The failure recorded when the database refused a node's result. Not retryable: the
+    same result would be refused again, and a crashed task would be run again by recovery,
+    repeating the node's side effects."""
+    log.error("node result could not be stored: %s", exc, extra=fields)
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return NodeError(
+        f"node result could not be stored: {reason}",
+        retryable=False,
+        error_type="ResultNotStored",
+    )
 
 
 def record_failure(execution, graph, run: NodeRun, attempt: int, failure: NodeError, fields) -> str:

@@ -63,6 +63,8 @@ def execution_create(
         with transaction.atomic():
             execution = Execution.objects.create(
                 workflow=workflow,
+                workflow_name=workflow.name,
+                owner_id=workflow.owner_id,
                 snapshot=snapshot,
                 workflow_version=snapshot.version,
                 trigger=trigger,

@@ -36,6 +36,7 @@ from jinja2 import nodes as jinja_nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from executions.credentials.services import TemplateCredentials
+from executions.nodes import sandbox_limits
 from executions.nodes.base import Context, NodeType, NonRetryableError
 
 # Repetition and powers are the cheap ways to make a sandboxed expression allocate without
@@ -48,7 +49,22 @@ _SOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Filters such as center, indent, format and wordwrap allocate whatever their
+        # arguments ask for: each is checked before and after it runs (sandbox_limits).
+        self.filters = {
+            name: sandbox_limits.guard_filter(name, func) for name, func in self.filters.items()
+        }
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805  (Jinja's signature)
+        # String methods ("x".ljust(10**9), "{:>100000000}".format(1)) are filters by
+        # another name.
+        what, args = sandbox_limits.check_method_call(__obj, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        return sandbox_limits.check_result(what, result) if what else result
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Data first: `input.items` is the "items" key of the input, not dict.items (Jinja's
@@ -70,6 +86,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             if isinstance(right, int | float) and abs(right) > MAX_POWER_EXPONENT:
                 raise SecurityError(f"exponent larger than {MAX_POWER_EXPONENT}")
             return operator.pow(left, right)
+        if operator_name == "%":
+            sandbox_limits.check_percent(left, right)
+            return operator.mod(left, right)
         return super().call_binop(context, operator_name, left, right)
 
 
@@ -111,9 +130,23 @@ def compile_template(source: str) -> _Compiled:
             expression = ENV.compile_expression(match.group("expr"), undefined_to_none=False)
             return _Compiled(lambda scope: expression(**scope), uses_nodes)
         template = ENV.from_string(source)
-        return _Compiled(template.render, uses_nodes)
+        return _Compiled(functools.partial(_render_bounded, template), uses_nodes)
     except TemplateError as exc:
         raise TemplateProblem(f"template does not compile: {exc}") from None
+
+
+def _render_bounded(template, scope: dict[str, Any]) -> str:
+    """Render piece by piece and stop once the text passes the output limit: a loop printing a
+    large value 100,000 times must fail, not build gigabytes first."""
+    cap = sandbox_limits.limit()
+    parts: list[str] = []
+    size = 0
+    for part in template.generate(**scope):
+        size += len(part)
+        if size > cap:
+            raise SecurityError(f"template output longer than {cap} characters")
+        parts.append(part)
+    return "".join(parts)
 
 
 def _is_single_output(ast: jinja_nodes.Template) -> bool:

@@ -45,6 +45,8 @@ def execution_retry(*, execution: Execution, mode: str = "from_failed") -> Execu
     Raises Conflict while it is still active, or when its workflow is inactive."""
     if execution.status in EXECUTION_ACTIVE:
         raise Conflict(f"execution is still {execution.status}; cancel it or wait for it to finish")
+    if execution.workflow is None:
+        raise Conflict(f"workflow {execution.workflow_name!r} was deleted; it cannot run again")
     reuse = None
     if mode == "from_failed":
         reuse = list(execution.node_runs.filter(status=N.SUCCEEDED))

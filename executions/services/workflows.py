@@ -10,9 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from executions.engine.retry import retry_policy
-from executions.models import Connection, Node, Workflow, WorkflowVersion
+from executions.errors import Conflict
+from executions.models import Connection, Execution, Node, Workflow, WorkflowVersion
+from executions.services.executions import execution_terminate
+from executions.states import EXECUTION_ACTIVE, ExecutionStatus
 from executions.triggers.schedules import schedule_remove, schedule_sync
 
 # The parts of a workflow that are neither graph nor settings (trigger secrets).
@@ -90,7 +94,11 @@ def _apply_settings(workflow: Workflow, doc: dict[str, Any]) -> None:
         "webhook_enabled",
     ):
         setattr(workflow, field, doc[field])
-    if workflow.webhook_enabled and not workflow.webhook_token:
+    if not workflow.webhook_enabled:
+        # Turning webhooks off forgets the token: enabling them again must take a new one
+        # (POST .../webhook-token/), never bring back a token that was given out before.
+        workflow.webhook_token = ""
+    elif not workflow.webhook_token:
         workflow.webhook_token = Workflow.new_webhook_token()
 
 
@@ -123,12 +131,66 @@ def workflow_replace(*, workflow: Workflow, data: dict[str, Any]) -> Workflow:
     return workflow
 
 
-@transaction.atomic
-def workflow_delete(*, workflow: Workflow) -> None:
-    pk = workflow.pk
-    workflow.delete()
-    workflow.pk = pk  # delete() clears the pk; the hook finds the schedule by it
-    _after_delete(workflow)
+class WorkflowHasActiveExecutions(Conflict):
+    """The workflow still has pending or running executions (answered as 409)."""
+
+    def __init__(self, workflow: Workflow, executions: list[dict[str, str]], total: int):
+        self.executions = executions
+        self.total = total
+        super().__init__(
+            f"workflow {workflow.name!r} has {total} active execution(s); cancel them first, "
+            "or delete with ?cancel_active=true to cancel them"
+        )
+
+
+# The 409 answer names at most this many of the active executions (and counts them all).
+ACTIVE_LISTED = 100
+
+
+def workflow_delete(*, workflow: Workflow, cancel_active: bool = False) -> list[str]:
+    """Delete a workflow. Refused with WorkflowHasActiveExecutions while executions are pending
+    or running, unless ``cancel_active``: they are then cancelled first (their ids returned).
+
+    Finished executions stay, with ``workflow`` null: each keeps the workflow's name, its
+    owner and the snapshot it ran (the snapshots they use are kept, the others deleted)."""
+    cancelled: list[str] = []
+    if cancel_active:
+        # Each cancel commits on its own (revokes and wake-ups are sent after its commit);
+        # one that finishes first is simply no longer active.
+        for execution_id in _active(workflow).values_list("id", flat=True):
+            if execution_terminate(
+                execution_id=execution_id,
+                status=ExecutionStatus.CANCELLED,
+                error={"message": "cancelled: its workflow was deleted", "type": "Cancelled"},
+            ):
+                cancelled.append(str(execution_id))
+    with transaction.atomic():
+        # The row lock: a concurrent execution_create inserts a row referencing this
+        # workflow, which needs a key-share lock on it, so no execution can start between the
+        # check below and the delete (it waits, then fails on the missing workflow).
+        workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        active = _active(workflow)
+        listed = [
+            {"id": str(pk), "status": status}
+            for pk, status in active.order_by("created_at").values_list("id", "status")[
+                :ACTIVE_LISTED
+            ]
+        ]
+        if listed:
+            total = len(listed) if len(listed) < ACTIVE_LISTED else active.count()
+            raise WorkflowHasActiveExecutions(workflow, listed, max(total, len(listed)))
+        WorkflowVersion.objects.filter(workflow=workflow).filter(
+            ~Exists(Execution.objects.filter(snapshot=OuterRef("pk")))
+        ).delete()
+        pk = workflow.pk
+        workflow.delete()
+        workflow.pk = pk  # delete() clears the pk; the hook finds the schedule by it
+        _after_delete(workflow)
+    return cancelled
+
+
+def _active(workflow: Workflow):
+    return Execution.objects.filter(workflow=workflow, status__in=EXECUTION_ACTIVE)
 
 
 def _after_save(workflow: Workflow) -> None:

@@ -117,6 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b'{"a": NaN}', "application/json")
         elif name == "nul-json":
             self._send(200, b'{"a": "x\\u0000y"}', "application/json")
+        elif name == "surrogate-json":  # valid JSON text, but a lone surrogate once parsed
+            self._send(200, b'{"a": "x\\ud800y"}', "application/json")
         elif name == "nul-text":
             self._send(200, b"a\x00b", "application/octet-stream")
         elif name == "big":  # /big/<bytes>, without Content-Length: must be cut while streaming
