@@ -152,13 +152,25 @@ def retry_executions(modeladmin, request, queryset):
     modeladmin.message_user(request, f"Started {done} retry execution(s).", messages.SUCCESS)
 
 
+@admin.action(description="Retry selected executions on the workflow's latest version")
+def retry_executions_latest(modeladmin, request, queryset):
+    done = 0
+    for execution in queryset:
+        try:
+            execution_retry(execution=execution, mode="from_failed", version="latest")
+            done += 1
+        except Conflict as exc:
+            modeladmin.message_user(request, f"{execution.id}: {exc}", messages.WARNING)
+    modeladmin.message_user(request, f"Started {done} retry execution(s).", messages.SUCCESS)
+
+
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
     list_display = ["id", "workflow", "coloured_status", "trigger", "created_at", "duration"]
     list_filter = ["status", "trigger", "workflow", "created_at"]
     search_fields = ["id", "workflow__name", "idempotency_key"]
     list_select_related = ["workflow"]
-    actions = [cancel_executions, retry_executions]
+    actions = [cancel_executions, retry_executions, retry_executions_latest]
     inlines = [NodeRunInline]
     date_hierarchy = "created_at"
 

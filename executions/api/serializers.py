@@ -201,6 +201,11 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
 
 class RetryRequestSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=["from_failed", "from_start"], default="from_failed")
+    version = serializers.ChoiceField(
+        choices=["original", "latest"],
+        default="original",
+        help_text="original: the version the execution ran; latest: the workflow's current one.",
+    )
 
 
 class NodeTypeOutputSerializer(serializers.Serializer):

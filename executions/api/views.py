@@ -153,7 +153,7 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     def retry(self, request, pk=None):
         execution = self.get_object()
         data = _validated(s.RetryRequestSerializer, request.data if request.data else {})
-        new = execution_retry(execution=execution, mode=data["mode"])
+        new = execution_retry(execution=execution, mode=data["mode"], version=data["version"])
         return Response(execution_document(new), status=status.HTTP_202_ACCEPTED)
 
 

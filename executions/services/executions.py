@@ -259,27 +259,50 @@ def _release_execution_keys(execution_id) -> None:
         )
 
 
-def execution_retry(*, execution: Execution, mode: str = "from_failed") -> Execution:
-    """Start a new execution of the same workflow version with ``retry_of`` set. With
-    ``from_failed`` the node runs that succeeded are copied as succeeded (not run again)."""
+RETRY_VERSIONS = ("original", "latest")
+
+
+def execution_retry(
+    *, execution: Execution, mode: str = "from_failed", version: str = "original"
+) -> Execution:
+    """Start a new execution with ``retry_of`` set, of the version the execution ran
+    (``original``) or of the workflow's current version (``latest``). With ``from_failed`` the
+    node runs that succeeded are copied as succeeded (not run again); on another version only
+    those of nodes defined identically in both versions."""
+    if version not in RETRY_VERSIONS:
+        raise ValueError(f"version must be one of {RETRY_VERSIONS}, not {version!r}")
     if execution.status in EXECUTION_ACTIVE:
         raise Conflict(f"execution is still {execution.status}; cancel it or wait for it to finish")
     if not execution.workflow.is_active:
         raise Conflict("workflow is inactive")
+    snapshot = execution.snapshot
+    if version == "latest":
+        workflow = execution.workflow
+        snapshot = WorkflowVersion.objects.get(workflow=workflow, version=workflow.version)
     reuse = None
     if mode == "from_failed":
         reuse = list(execution.node_runs.filter(status=N.SUCCEEDED))
+        if snapshot.id != execution.snapshot_id:
+            # A node whose definition changed in the new version runs again.
+            unchanged = _unchanged_nodes(execution.snapshot.graph, snapshot.graph)
+            reuse = [r for r in reuse if r.node in unchanged]
     new, _ = execution_create(
         workflow=execution.workflow,
         input=execution.input,
         trigger=Trigger.RETRY,
-        snapshot=execution.snapshot,
+        snapshot=snapshot,
         retry_of=execution,
         reuse=reuse,
         parent_node_run_id=None,
         depth=execution.depth,
     )
     return new
+
+
+def _unchanged_nodes(old: dict, new: dict) -> set[str]:
+    """Keys of the nodes defined identically (type, config, retry, timeout) in both documents."""
+    before = {n["key"]: n for n in old.get("nodes", [])}
+    return {n["key"] for n in new.get("nodes", []) if before.get(n["key"]) == n}
 
 
 def node_run_wake(*, node_run_id: int) -> bool:
