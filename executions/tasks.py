@@ -6,6 +6,7 @@ from celery import shared_task
 
 from executions.engine.recovery import recovery_run
 from executions.engine.runner import node_run_execute
+from executions.triggers.debounce import start_deferred  # noqa: F401  (weconnect.start_deferred)
 from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnect.run_scheduled)
 
 

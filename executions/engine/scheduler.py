@@ -21,7 +21,7 @@ from typing import Any
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from executions.engine import dispatch
+from executions.engine import dispatch, notify
 from executions.engine.locks import RedisLock, key
 from executions.graph import Graph, Outcome, decide, node_input
 from executions.models import Execution, NodeRun
@@ -431,6 +431,8 @@ def execution_fail_unhandled(execution_id, *, node: str, error: Any, now) -> boo
 
 
 def _on_execution_finished(execution_id, parent_node_run_id) -> None:
+    # Every terminal transition of an execution passes here: synchronous webhooks wait for it.
+    transaction.on_commit(lambda: notify.publish_finished(execution_id))
     if parent_node_run_id:
         from executions.services.executions import node_run_wake
 
