@@ -258,3 +258,53 @@ def test_bad_schedule_settings_are_400(api, schedule, field):
     doc = workflow_doc([node("a")], schedule={"cron": "* * * * *", **schedule})
     res = api.post("/api/workflows/", doc, format="json")
     assert res.status_code == 400 and field in res.json()["schedule"], res.json()
+
+
+# --- the real Beat --------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_real_beat_fires_a_run_with_its_slot(worker, user, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, database_url_for_workers
+
+    wf = scheduled(user, cron="* * * * *", overlap="skip", catch_up="all")
+    beat = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "weconnect",
+            "beat",
+            "-l",
+            "warning",
+            "--scheduler",
+            "django_celery_beat.schedulers:DatabaseScheduler",
+            "--pidfile",
+            str(tmp_path / "beat.pid"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url_for_workers()},
+        stdout=open(tmp_path / "beat.log", "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 150  # the next minute, on a loaded machine
+        while not Execution.objects.filter(workflow=wf).exists():
+            assert beat.poll() is None, (tmp_path / "beat.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "beat.log").read_text()
+            time.sleep(0.5)
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(timeout=30)
+    ex = wait_for(Execution.objects.filter(workflow=wf).first().id)
+    assert ex.status == "succeeded" and ex.trigger == "schedule"
+    assert ex.scheduled_for.second == 0 and ex.scheduled_for <= ex.created_at
+    assert ex.input == {"scheduled_for": ex.scheduled_for.isoformat()}
+    assert ScheduleSlot.objects.get(workflow=wf, slot=ex.scheduled_for).outcome == "started"
