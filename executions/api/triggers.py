@@ -100,12 +100,21 @@ class WebhookView(APIView):
         ],
         responses={
             202: _accepted,
-            200: _accepted,
+            200: OpenApiResponse(
+                description="An Idempotency-Key seen before or a leading debounce window: the "
+                "execution joined. With webhook_respond on_completion: the execution's output, "
+                "or the respond node's (which may set another status code, headers and body)."
+            ),
+            500: OpenApiResponse(description="on_completion: the execution failed (its error)."),
+            504: OpenApiResponse(description="on_completion: the execution timed out."),
             400: OpenApiResponse(description="The body is not a JSON object."),
             404: OpenApiResponse(
                 description="Unknown workflow, webhooks disabled, or a wrong token."
             ),
-            409: OpenApiResponse(description="The workflow is inactive."),
+            409: OpenApiResponse(
+                description="The workflow is inactive (or, on_completion, the execution was "
+                "cancelled)."
+            ),
             413: OpenApiResponse(description="The body is too large."),
         },
     )
