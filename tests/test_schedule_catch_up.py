@@ -98,10 +98,8 @@ def test_one_execution_per_slot_is_a_database_constraint(user):
     execution_create(workflow=wf, input={}, scheduled_for=at(10, 0))
     again, created = execution_create(workflow=wf, input={}, scheduled_for=at(10, 0))
     assert not created
-    from executions.models import Execution as E
-
     with pytest.raises(IntegrityError), transaction.atomic():
-        E.objects.create(
+        Execution.objects.create(
             workflow=wf,
             snapshot=again.snapshot,
             workflow_version=1,

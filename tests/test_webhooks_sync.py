@@ -56,6 +56,28 @@ def test_answers_200_with_the_output(worker, api):
     assert Execution.objects.get().status == "succeeded"
 
 
+def test_the_finish_notification_wakes_the_wait(worker, api, settings):
+    # With a poll longer than the wait, only the notification can bring the result in time:
+    # without it the answer would be 202 after the 10 s wait.
+    settings.WECONNECT_WEBHOOK_POLL_SECONDS = 30
+    wf, token = hooked(api, THREE, THREE_EDGES)
+    res = hook(wf, token)
+    assert res.status_code == 200 and res.json() == {"c": {"done": True}}
+
+
+def test_debounced_webhook_callers_share_one_execution(worker, api):
+    wf, token = hooked(
+        api,
+        [node("a", "test_behave")],
+        webhook_respond="immediately",
+        debounce={"key": "{{ input.order }}", "seconds": 2},
+    )
+    first, second = hook(wf, token, {"order": 1, "v": 1}), hook(wf, token, {"order": 1, "v": 2})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"] and second.json()["debounced"] == "joined"
+    assert wait_for(first.json()["id"]).input == {"order": 1, "v": 2}
+
+
 def test_respond_node_sets_status_headers_and_body(worker, api):
     answer = {"statusCode": 201, "headers": {"X-Order": "42"}, "body": {"created": 42}}
     wf, token = hooked(
