@@ -57,12 +57,14 @@ def test_answers_200_with_the_output(worker, api):
 
 
 def test_the_finish_notification_wakes_the_wait(worker, api, settings):
-    # With a poll longer than the wait, only the notification can bring the result in time:
-    # without it the answer would be 202 after the 10 s wait.
+    # With a poll as long as the wait, only the notification can end the wait early: without
+    # it the request would sleep the whole 30 s before looking again.
     settings.WECONNECT_WEBHOOK_POLL_SECONDS = 30
-    wf, token = hooked(api, THREE, THREE_EDGES)
+    wf, token = hooked(api, THREE, THREE_EDGES, webhook_respond_timeout_seconds=30)
+    started = time.monotonic()
     res = hook(wf, token)
     assert res.status_code == 200 and res.json() == {"c": {"done": True}}
+    assert time.monotonic() - started < 20  # a 3-node run, even on a loaded machine
 
 
 def test_debounced_webhook_callers_share_one_execution(worker, api):
