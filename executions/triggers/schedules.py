@@ -263,11 +263,7 @@ def schedule_tick(*, workflow_id: str, now: datetime | None = None) -> list[Slot
             run = missed[-1:] + regular
         else:
             run = regular
-        decisions = [
-            SlotDecision(slot, SlotOutcome.MISSED)
-            for slot in missed
-            if slot not in run
-        ]
+        decisions = [SlotDecision(slot, SlotOutcome.MISSED) for slot in missed if slot not in run]
         for slot in run:
             decisions.append(_decide(workflow, schedule["overlap"], slot))
         for d in decisions:
