@@ -119,7 +119,7 @@ def test_leading_runs_the_first_and_drops_the_rest(worker, api, user):
 
 
 def test_recovery_starts_a_window_whose_countdown_was_lost(api, user):
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     wf = debounced(user, seconds=1)
     with PrivateBroker():  # the countdown goes to a broker no worker reads
@@ -133,7 +133,7 @@ def test_recovery_starts_a_window_whose_countdown_was_lost(api, user):
 
 
 def test_cancelled_window_never_starts(api, user):
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     wf = debounced(user, seconds=1)
     with PrivateBroker():

@@ -232,7 +232,7 @@ def test_backfill_of_an_unscheduled_workflow_is_409(api, user):
 
 
 def test_thousand_slots_is_the_limit(api, user):
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     wf = scheduled(user, cron="* * * * *")
     with PrivateBroker():  # nothing needs to run here
@@ -268,7 +268,8 @@ def test_real_beat_fires_a_run_with_its_slot(worker, user, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT, database_url_for_workers
+    from tests.support.processes import ROOT
+from tests.support.worker import database_url_for_workers
 
     wf = scheduled(user, cron="* * * * *", overlap="skip", catch_up="all")
     beat = subprocess.Popen(

@@ -20,9 +20,10 @@ import pytest
 from rest_framework.test import APIClient
 
 from executions.models import Execution
-from tests.conftest import ROOT, database_url_for_workers
 from tests.environment import RUN_ID, free_port
 from tests.helpers import edge, node, wait_all, wait_for, workflow_doc
+from tests.support.processes import ROOT
+from tests.support.worker import database_url_for_workers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

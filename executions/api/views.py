@@ -18,7 +18,6 @@ from executions.models import Execution, NodeRun, Workflow
 from executions.nodes import node_types
 from executions.services import workflows as workflow_services
 from executions.services.executions import (
-    Conflict,
     execution_cancel,
     execution_retry,
 )
@@ -90,8 +89,6 @@ class WorkflowViewSet(
         if key is not None and not (1 <= len(key) <= 255):
             raise ValidationError({"Idempotency-Key": ["must be 1-255 characters"]})
         data = _validated(s.ExecuteInputSerializer, request.data if request.data else {})
-        if not workflow.is_active:
-            raise Conflict("workflow is inactive")
         try:
             triggered = trigger_execution(
                 workflow=workflow,
@@ -115,8 +112,6 @@ class WorkflowViewSet(
         """One run per cron slot in [start, end), at most MAX_SLOTS; idempotent per slot."""
         workflow = self.get_object()
         data = _validated(s.BackfillInputSerializer, request.data if request.data else {})
-        if not workflow.is_active:
-            raise Conflict("workflow is inactive")
         try:
             runs = schedule_backfill(workflow=workflow, start=data["start"], end=data["end"])
         except BackfillTooLarge as exc:

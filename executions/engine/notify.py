@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import redis
 from django.conf import settings
 
-from executions.engine.locks import key
+from executions.redis_client import key
 
 log = logging.getLogger("weconnect.engine")
 

@@ -36,7 +36,11 @@ from django.utils import timezone
 from executions.models import Execution, Workflow
 from executions.nodes.base import NonRetryableError
 from executions.nodes.templating import TemplateProblem, compile_template, is_template, to_json
-from executions.services.executions import execution_create, execution_start_deferred
+from executions.services.executions import (
+    Conflict,
+    execution_create,
+    execution_start_deferred,
+)
 from executions.states import ExecutionStatus
 
 log = logging.getLogger("weconnect.triggers")
@@ -89,7 +93,10 @@ def trigger_execution(
     *, workflow: Workflow, input: Any, trigger: str, idempotency_key: str | None = None
 ) -> Triggered:
     """Start an execution of ``workflow`` for a trigger with ``input``, collapsing it into an
-    open debounce window when the workflow has one. Raises DebounceKeyError."""
+    open debounce window when the workflow has one. Raises DebounceKeyError, or Conflict when
+    the workflow is inactive (no window is joined either)."""
+    if not workflow.is_active:
+        raise Conflict("workflow is inactive")
     spec = workflow.debounce
     if not spec:
         execution, created = execution_create(

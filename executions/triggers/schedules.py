@@ -351,6 +351,8 @@ def schedule_backfill(*, workflow: Workflow, start: datetime, end: datetime) -> 
     """Start one run (trigger ``backfill``) per cron slot with ``start <= slot < end``; a slot
     that already has a run keeps it (idempotent per slot), one recorded skipped or missed is
     run now. Overlap rules do not apply: the caller asked for these runs."""
+    if not workflow.is_active:
+        raise Conflict("workflow is inactive")
     if not workflow.schedule:
         raise Conflict("the workflow has no schedule")
     schedule = schedule_settings(workflow.schedule)

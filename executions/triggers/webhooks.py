@@ -18,8 +18,8 @@ from typing import Any
 from django.conf import settings
 
 from executions.engine.notify import finished_event
+from executions.errors import Conflict
 from executions.models import Execution, NodeRun, Workflow
-from executions.services.executions import Conflict
 from executions.states import EXECUTION_TERMINAL, ExecutionStatus, Trigger, WebhookRespond
 from executions.triggers.debounce import Triggered, trigger_execution
 
@@ -53,8 +53,6 @@ def webhook_trigger(
     open debounce window. Raises WebhookNotFound, Conflict when the workflow is inactive, or
     DebounceKeyError."""
     workflow = webhook_workflow(workflow_id=workflow_id, token=token)
-    if not workflow.is_active:
-        raise Conflict("workflow is inactive")
     return trigger_execution(
         workflow=workflow, input=input, trigger=Trigger.WEBHOOK, idempotency_key=idempotency_key
     )
