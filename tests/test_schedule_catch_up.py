@@ -4,6 +4,10 @@ through the API. The clock is moved by passing ``now``."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +20,8 @@ from executions.models import Execution, ScheduleSlot
 from executions.services.executions import execution_create
 from executions.triggers.schedules import run_scheduled, schedule_slots, schedule_tick
 from tests.helpers import make_workflow, node, wait_all, wait_for
+from tests.support.processes import ROOT
+from tests.support.worker import database_url_for_workers
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -263,14 +269,6 @@ def test_bad_schedule_settings_are_400(api, schedule, field):
 
 @pytest.mark.worker
 def test_real_beat_fires_a_run_with_its_slot(worker, user, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.support.processes import ROOT
-from tests.support.worker import database_url_for_workers
-
     wf = scheduled(user, cron="* * * * *", overlap="skip", catch_up="all")
     beat = subprocess.Popen(
         [
