@@ -8,7 +8,15 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from executions.models import Connection, Execution, Node, NodeRun, Workflow, WorkflowVersion
+from executions.models import (
+    Connection,
+    Execution,
+    Node,
+    NodeRun,
+    ScheduleSlot,
+    Workflow,
+    WorkflowVersion,
+)
 from executions.services.executions import Conflict, execution_cancel, execution_retry
 from executions.services.workflows import WorkflowHasActiveExecutions, workflow_delete
 from executions.states import EXECUTION_ACTIVE
@@ -171,13 +179,25 @@ def retry_executions(modeladmin, request, queryset):
     modeladmin.message_user(request, f"Started {done} retry execution(s).", messages.SUCCESS)
 
 
+@admin.action(description="Retry selected executions on the workflow's latest version")
+def retry_executions_latest(modeladmin, request, queryset):
+    done = 0
+    for execution in queryset:
+        try:
+            execution_retry(execution=execution, mode="from_failed", version="latest")
+            done += 1
+        except Conflict as exc:
+            modeladmin.message_user(request, f"{execution.id}: {exc}", messages.WARNING)
+    modeladmin.message_user(request, f"Started {done} retry execution(s).", messages.SUCCESS)
+
+
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
     list_display = ["id", "workflow", "coloured_status", "trigger", "created_at", "duration"]
     list_filter = ["status", "trigger", "workflow", "created_at"]
     search_fields = ["id", "workflow_name", "idempotency_key"]
     list_select_related = ["workflow"]
-    actions = [cancel_executions, retry_executions]
+    actions = [cancel_executions, retry_executions, retry_executions_latest]
     inlines = [NodeRunInline]
     date_hierarchy = "created_at"
 
@@ -228,6 +248,26 @@ class ExecutionAdmin(admin.ModelAdmin):
             statuses = sorted({r["status"] for r in runs})
             extra_context["status_colours"] = [(s, STATUS_COLOURS.get(s)) for s in statuses]
         return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(ScheduleSlot)
+class ScheduleSlotAdmin(admin.ModelAdmin):
+    """What became of each cron slot of each schedule: started, buffered, skipped, missed."""
+
+    list_display = ["slot", "workflow", "outcome", "trigger", "execution", "reason"]
+    list_filter = ["outcome", "trigger", "workflow"]
+    search_fields = ["workflow__name", "workflow__id", "execution__id"]
+    list_select_related = ["workflow"]
+    date_hierarchy = "slot"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 def _is_uuid(value: str) -> bool:

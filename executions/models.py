@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from executions.states import ExecutionStatus, NodeRunStatus, Trigger
+from executions.states import ExecutionStatus, NodeRunStatus, SlotOutcome, Trigger, WebhookRespond
 
 
 class Workflow(models.Model):
@@ -24,6 +24,15 @@ class Workflow(models.Model):
     schedule = models.JSONField(null=True, blank=True)
     webhook_enabled = models.BooleanField(default=False)
     webhook_token = models.CharField(max_length=128, blank=True, default="")
+    # on_completion: the webhook request waits (at most the timeout) and answers with the
+    # result, or with the output of webhook_respond_node when set.
+    webhook_respond = models.CharField(
+        max_length=16, choices=WebhookRespond.choices, default=WebhookRespond.IMMEDIATELY
+    )
+    webhook_respond_timeout_seconds = models.PositiveSmallIntegerField(default=10)
+    webhook_respond_node = models.CharField(max_length=64, null=True, blank=True)
+    # {"key": "<template over the input>", "seconds": N, "mode": "trailing" | "leading"} or null.
+    debounce = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -137,6 +146,17 @@ class Execution(models.Model):
         "NodeRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_executions"
     )
     depth = models.PositiveSmallIntegerField(default=0)
+    # The cron slot a scheduled or backfilled run stands for (also in its input).
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    # Created but not started yet (no node runs): a trailing debounce collecting triggers
+    # until not_before, or a scheduled run buffered behind the previous one (buffer_one).
+    deferred = models.BooleanField(default=False)
+    not_before = models.DateTimeField(null=True, blank=True)
+    # Debounce: triggers with this key join this execution while the window is open.
+    debounce_key = models.CharField(max_length=255, null=True, blank=True)
+    debounce_until = models.DateTimeField(null=True, blank=True)
+    debounce_open = models.BooleanField(default=False)
+    debounce_triggers = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -151,7 +171,21 @@ class Execution(models.Model):
                 fields=["workflow", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
                 name="execution_idempotency_unique",
-            )
+            ),
+            # One run per cron slot of a workflow, whether Beat fires it twice, catch-up
+            # starts it or a backfill asks for it again.
+            models.UniqueConstraint(
+                fields=["workflow", "scheduled_for"],
+                condition=Q(scheduled_for__isnull=False),
+                name="execution_slot_unique",
+            ),
+            # One open debounce window per (workflow, key): concurrent first triggers race on
+            # this INSERT and the loser joins the winner's execution.
+            models.UniqueConstraint(
+                fields=["workflow", "debounce_key"],
+                condition=Q(debounce_open=True),
+                name="execution_debounce_open_unique",
+            ),
         ]
         indexes = [
             models.Index(fields=["workflow", "-created_at"], name="execution_workflow_created"),
@@ -164,10 +198,40 @@ class Execution(models.Model):
                 condition=Q(status__in=["pending", "running"]),
                 name="execution_active_deadline",
             ),
+            # The recovery pass starts deferred executions that are due (triggers.deferred).
+            models.Index(
+                fields=["not_before"],
+                condition=Q(deferred=True, status="pending"),
+                name="execution_deferred_due",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"
+
+
+class ScheduleSlot(models.Model):
+    """The ledger of a schedule's cron slots: what became of each one (started, buffered,
+    skipped, missed). Unique per (workflow, slot): a slot is decided once."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="slots")
+    slot = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=SlotOutcome.choices)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULE)
+    execution = models.ForeignKey(
+        Execution, null=True, blank=True, on_delete=models.SET_NULL, related_name="slots"
+    )
+    reason = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-slot"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "slot"], name="schedule_slot_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} {self.slot.isoformat()} {self.outcome}"
 
 
 class NodeRun(models.Model):

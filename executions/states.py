@@ -40,6 +40,21 @@ class Trigger(models.TextChoices):
     RETRY = "retry"
     SUB_WORKFLOW = "sub_workflow"
     ADMIN = "admin"
+    BACKFILL = "backfill"
+
+
+class WebhookRespond(models.TextChoices):
+    IMMEDIATELY = "immediately"
+    ON_COMPLETION = "on_completion"
+
+
+class SlotOutcome(models.TextChoices):
+    """What became of one cron slot of a schedule (executions.models.ScheduleSlot)."""
+
+    STARTED = "started"  # an execution was started for it
+    BUFFERED = "buffered"  # an execution waits for the previous run to finish (buffer_one)
+    SKIPPED = "skipped"  # the previous run was still active (overlap skip, or buffer full)
+    MISSED = "missed"  # Beat was down and catch-up did not run it
 
 
 E, N = ExecutionStatus, NodeRunStatus

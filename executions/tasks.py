@@ -7,6 +7,7 @@ from celery import shared_task
 from executions.engine.completion import execution_time_out_if_due
 from executions.engine.execute import node_run_execute
 from executions.engine.recovery import recovery_run
+from executions.triggers.debounce import start_deferred  # noqa: F401  (weconnect.start_deferred)
 from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnect.run_scheduled)
 
 

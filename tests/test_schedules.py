@@ -36,7 +36,13 @@ def periodic(wf_id) -> PeriodicTask | None:
 
 def test_periodic_task_created_updated_disabled_removed(api):
     doc = create(api, schedule=EVERY_15)
-    assert doc["schedule"] == EVERY_15
+    # The defaults of the overlap and catch-up settings are filled in.
+    assert doc["schedule"] == {
+        **EVERY_15,
+        "overlap": "allow",
+        "catch_up": "latest",
+        "catch_up_window_seconds": 86400,
+    }
     task = periodic(doc["id"])
     assert task.task == TASK_NAME and json.loads(task.args) == [doc["id"]] and task.enabled
     cron = task.crontab

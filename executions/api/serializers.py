@@ -8,7 +8,16 @@ from executions.credentials.services import credential_reference_errors
 from executions.engine.retry import DEFAULT_RETRY
 from executions.graph import CONNECTION_TYPES
 from executions.models import Execution, NodeRun
-from executions.triggers.schedules import check_timezone, cron_fields
+from executions.nodes.templating import TemplateProblem, compile_template
+from executions.states import WebhookRespond
+from executions.triggers.schedules import (
+    CATCH_UP_MODES,
+    MAX_CATCH_UP_WINDOW_SECONDS,
+    OVERLAP_MODES,
+    SCHEDULE_DEFAULTS,
+    check_timezone,
+    cron_fields,
+)
 from executions.validation import validate_graph
 
 
@@ -56,6 +65,15 @@ class ConnectionInputSerializer(serializers.Serializer):
 class ScheduleInputSerializer(serializers.Serializer):
     cron = serializers.CharField(max_length=200)
     timezone = serializers.CharField(max_length=64, default="UTC")
+    overlap = serializers.ChoiceField(choices=OVERLAP_MODES, default=SCHEDULE_DEFAULTS["overlap"])
+    catch_up = serializers.ChoiceField(
+        choices=CATCH_UP_MODES, default=SCHEDULE_DEFAULTS["catch_up"]
+    )
+    catch_up_window_seconds = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_CATCH_UP_WINDOW_SECONDS,
+        default=SCHEDULE_DEFAULTS["catch_up_window_seconds"],
+    )
 
     def validate_cron(self, value: str) -> str:
         try:
@@ -71,18 +89,47 @@ class ScheduleInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(str(exc)) from None
 
 
+class DebounceInputSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=1000, allow_blank=True)
+    seconds = serializers.IntegerField(min_value=1, max_value=86400)
+    mode = serializers.ChoiceField(choices=["trailing", "leading"], default="trailing")
+
+    def validate_key(self, value: str) -> str:
+        try:
+            compile_template(value)
+        except TemplateProblem as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+
 class WorkflowInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(allow_blank=True, default="", max_length=10000)
     is_active = serializers.BooleanField(default=True)
     timeout_seconds = serializers.IntegerField(min_value=1, max_value=86400, default=3600)
     webhook_enabled = serializers.BooleanField(default=False)
+    webhook_respond = serializers.ChoiceField(
+        choices=WebhookRespond.choices, default=WebhookRespond.IMMEDIATELY
+    )
+    webhook_respond_timeout_seconds = serializers.IntegerField(
+        min_value=1, max_value=30, default=10
+    )
+    webhook_respond_node = serializers.CharField(
+        max_length=64, required=False, allow_null=True, default=None
+    )
+    debounce = DebounceInputSerializer(required=False, allow_null=True, default=None)
     schedule = ScheduleInputSerializer(required=False, allow_null=True, default=None)
     nodes = NodeInputSerializer(many=True, allow_empty=True, max_length=1000)
     connections = ConnectionInputSerializer(many=True, default=list, max_length=5000)
 
     def validate(self, attrs):
         errors = validate_graph(attrs["nodes"], attrs.get("connections", []))
+        respond_node = attrs.get("webhook_respond_node")
+        if respond_node is not None and respond_node not in {n["key"] for n in attrs["nodes"]}:
+            errors = {
+                **errors,
+                "webhook_respond_node": [f"{respond_node!r} is not a node of this workflow"],
+            }
         # Credentials named by nodes must be the workflow owner's; the views pass the owner
         # (without one, a missing credential fails the node when it runs).
         owner = self.context.get("owner")
@@ -121,6 +168,10 @@ class WorkflowOutputSerializer(serializers.Serializer):
     owner = serializers.IntegerField(source="owner_id")
     webhook_enabled = serializers.BooleanField()
     webhook_url = serializers.SerializerMethodField()
+    webhook_respond = serializers.CharField()
+    webhook_respond_timeout_seconds = serializers.IntegerField()
+    webhook_respond_node = serializers.CharField(allow_null=True)
+    debounce = serializers.JSONField(allow_null=True)
     schedule = serializers.JSONField(allow_null=True)
     nodes = serializers.SerializerMethodField()
     connections = serializers.SerializerMethodField()
@@ -192,6 +243,11 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
             "idempotency_key",
             "retry_of",
             "depth",
+            "scheduled_for",
+            "not_before",
+            "debounce_key",
+            "debounce_until",
+            "debounce_triggers",
             "created_at",
             "started_at",
             "finished_at",
@@ -245,6 +301,11 @@ class ExecutionSummaryOutputSerializer(serializers.ModelSerializer):
 
 class RetryRequestSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=["from_failed", "from_start"], default="from_failed")
+    version = serializers.ChoiceField(
+        choices=["original", "latest"],
+        default="original",
+        help_text="original: the version the execution ran; latest: the workflow's current one.",
+    )
 
 
 class NodeTypeOutputSerializer(serializers.Serializer):
@@ -256,3 +317,26 @@ class NodeTypeOutputSerializer(serializers.Serializer):
 class WebhookTokenOutputSerializer(serializers.Serializer):
     webhook_token = serializers.CharField()
     webhook_url = serializers.CharField()
+
+
+class BackfillInputSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(help_text="ISO time, included.")
+    end = serializers.DateTimeField(help_text="ISO time, excluded.")
+
+    def validate(self, attrs):
+        if attrs["end"] <= attrs["start"]:
+            raise serializers.ValidationError({"end": ["must be after start"]})
+        return attrs
+
+
+class BackfillRunSerializer(serializers.Serializer):
+    scheduled_for = serializers.DateTimeField(source="slot")
+    id = serializers.UUIDField(source="execution.id")
+    status = serializers.CharField(source="execution.status")
+    created = serializers.BooleanField()
+
+
+class BackfillOutputSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    ids = serializers.ListField(child=serializers.UUIDField())
+    executions = BackfillRunSerializer(many=True)

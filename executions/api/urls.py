@@ -2,7 +2,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from executions.api.credentials import CredentialViewSet
-from executions.api.triggers import WebhookView
+from executions.api.triggers import WebhookExecutionView, WebhookView
 from executions.api.views import ExecutionViewSet, NodeTypeListView, WorkflowViewSet
 
 router = DefaultRouter()
@@ -13,5 +13,10 @@ router.register("credentials", CredentialViewSet, basename="credential")
 urlpatterns = [
     path("node-types/", NodeTypeListView.as_view(), name="node-types"),
     path("hooks/<str:workflow_id>/", WebhookView.as_view(), name="webhook"),
+    path(
+        "hooks/<str:workflow_id>/executions/<str:execution_id>/",
+        WebhookExecutionView.as_view(),
+        name="webhook-execution",
+    ),
     path("", include(router.urls)),
 ]

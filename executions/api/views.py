@@ -19,10 +19,11 @@ from executions.nodes import node_types
 from executions.services import workflows as workflow_services
 from executions.services.executions import (
     execution_cancel,
-    execution_create,
     execution_retry,
 )
 from executions.states import ExecutionStatus, Trigger
+from executions.triggers.debounce import DebounceKeyError, trigger_execution
+from executions.triggers.schedules import BackfillTooLarge, schedule_backfill
 from executions.triggers.webhooks import webhook_token_rotate
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -110,16 +111,38 @@ class WorkflowViewSet(
         if key is not None and not (1 <= len(key) <= 255):
             raise ValidationError({"Idempotency-Key": ["must be 1-255 characters"]})
         data = _validated(s.ExecuteInputSerializer, request.data if request.data else {})
-        execution, created = execution_create(
-            workflow=workflow,
-            input=data.get("input") or {},
-            trigger=Trigger.API,
-            idempotency_key=key,
-        )
+        try:
+            triggered = trigger_execution(
+                workflow=workflow,
+                input=data.get("input") or {},
+                trigger=Trigger.API,
+                idempotency_key=key,
+            )
+        except DebounceKeyError as exc:
+            raise ValidationError({"input": [f"debounce key: {exc}"]}) from None
         return Response(
-            execution_document(execution),
-            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+            execution_document(triggered.execution),
+            status=status.HTTP_202_ACCEPTED if triggered.accepted else status.HTTP_200_OK,
         )
+
+    @extend_schema(
+        request=s.BackfillInputSerializer,
+        responses={202: s.BackfillOutputSerializer, 200: s.BackfillOutputSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def backfill(self, request, pk=None):
+        """One run per cron slot in [start, end), at most MAX_SLOTS; idempotent per slot."""
+        workflow = self.get_object()
+        data = _validated(s.BackfillInputSerializer, request.data if request.data else {})
+        try:
+            runs = schedule_backfill(workflow=workflow, start=data["start"], end=data["end"])
+        except BackfillTooLarge as exc:
+            raise ValidationError({"end": [str(exc)]}) from None
+        body = s.BackfillOutputSerializer(
+            {"count": len(runs), "ids": [r.execution.id for r in runs], "executions": runs}
+        ).data
+        created = any(r.created for r in runs)
+        return Response(body, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 
     @extend_schema(request=None, responses={200: s.WebhookTokenOutputSerializer})
     @action(detail=True, methods=["post"], url_path="webhook-token")
@@ -183,7 +206,7 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     def retry(self, request, pk=None):
         execution = self.get_object()
         data = _validated(s.RetryRequestSerializer, request.data if request.data else {})
-        new = execution_retry(execution=execution, mode=data["mode"])
+        new = execution_retry(execution=execution, mode=data["mode"], version=data["version"])
         return Response(execution_document(new), status=status.HTTP_202_ACCEPTED)
 
 

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from executions import store
-from executions.engine import dispatch
+from executions.engine import dispatch, notify
 from executions.engine.deadlocks import retry_on_deadlock
 from executions.engine.snapshots import graph_for
 from executions.graph import Graph
@@ -184,6 +184,8 @@ def node_run_wake(*, node_run_id: int) -> bool:
 
 
 def on_execution_finished(execution_id, parent_node_run_id) -> None:
-    """A finished sub-workflow wakes the node run that waits for it, after commit."""
+    """A finished sub-workflow wakes the node run that waits for it, after commit; synchronous
+    webhooks waiting for any execution are told (every terminal transition passes here)."""
+    transaction.on_commit(lambda: notify.publish_finished(execution_id))
     if parent_node_run_id:
         transaction.on_commit(lambda: node_run_wake(node_run_id=parent_node_run_id))

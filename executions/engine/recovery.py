@@ -9,7 +9,9 @@ lost:
 2. node runs ``running`` past their lease (the worker died and its heartbeats stopped): put
    back to ``queued`` and sent again, counting a reassignment, and failed once the cap of
    WECONNECT_MAX_REASSIGNMENTS is reached;
-3. executions past their deadline: timed out.
+3. executions past their deadline: timed out;
+4. deferred executions that are due (a debounce window whose countdown was lost, a scheduled
+   run buffered behind one that has finished): started.
 
 Each repair is a compare-and-set, so two passes running at once, or a pass racing a late
 message, do no harm: a message sent twice is claimed once.
@@ -31,6 +33,7 @@ from executions.engine import dispatch
 from executions.engine.completion import execution_time_out_if_due
 from executions.engine.routing import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
+from executions.engine.start import deferred_start_due
 from executions.models import Execution, NodeRun
 from executions.states import EXECUTION_ACTIVE, NodeRunStatus
 
@@ -44,6 +47,7 @@ class RecoveryReport:
     reclaimed: int = 0
     lost: int = 0
     timed_out: int = 0
+    deferred_started: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -57,6 +61,7 @@ def recovery_run(*, now=None, batch: int | None = None) -> RecoveryReport:
     report.redispatched = _redispatch_due(now, batch)
     reclaimed, lost = _reclaim_expired(now, batch)
     report.reclaimed, report.lost = reclaimed, lost
+    report.deferred_started = deferred_start_due(now=now, batch=batch)
     counters.record_recovery(report.as_dict())
     if any(report.as_dict().values()):
         log.info("recovery pass", extra=report.as_dict())

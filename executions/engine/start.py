@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from executions import store
@@ -16,9 +17,9 @@ from executions.engine import dispatch
 from executions.engine.completion import execution_complete_if_done
 from executions.engine.snapshots import graph_for
 from executions.errors import Conflict
-from executions.graph import Outcome, find_cycle, initial_plan
+from executions.graph import Graph, Outcome, find_cycle, initial_plan
 from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
-from executions.states import Trigger
+from executions.states import EXECUTION_ACTIVE, ExecutionStatus, Trigger
 
 log = logging.getLogger("weconnect.engine")
 
@@ -34,19 +35,26 @@ def execution_create(
     reuse: list[NodeRun] | None = None,
     parent_node_run_id: int | None = None,
     depth: int = 0,
+    scheduled_for=None,
+    deferred: bool = False,
+    not_before=None,
+    debounce: dict[str, Any] | None = None,
 ) -> tuple[Execution, bool]:
     """Create an execution and its node runs in one transaction and dispatch the start nodes
     after commit. Returns (execution, created); with an ``idempotency_key`` already used for
-    this workflow it returns the existing execution and creates nothing. Raises Conflict for
-    an inactive workflow (before anything else, the idempotency lookup included)."""
+    this workflow (or a ``scheduled_for`` slot already run) it returns the existing execution
+    and creates nothing. Raises Conflict for an inactive workflow (before anything else, the
+    idempotency lookup included).
+
+    A ``deferred`` execution is written without node runs and started later by
+    :func:`execution_start_deferred` (not before ``not_before``); ``debounce`` holds its
+    window fields (``debounce_key``, ``debounce_until``, ``debounce_open``). A conflict on an
+    open debounce window raises IntegrityError for the caller to join that window instead."""
     if not workflow.is_active:
         raise Conflict("workflow is inactive")
-    if idempotency_key:
-        existing = Execution.objects.filter(
-            workflow=workflow, idempotency_key=idempotency_key
-        ).first()
-        if existing:
-            return existing, False
+    existing = _existing_execution(workflow, idempotency_key, scheduled_for)
+    if existing:
+        return existing, False
     if snapshot is None:
         snapshot = WorkflowVersion.objects.get(workflow=workflow, version=workflow.version)
     graph = graph_for(snapshot.id)
@@ -55,10 +63,12 @@ def execution_create(
         raise Conflict("cycle: " + " -> ".join(cycle))
     now = timezone.now()
     timeout = int(snapshot.graph.get("timeout_seconds", workflow.timeout_seconds))
-    reused = {r.node: r for r in (reuse or []) if r.node in graph.nodes}
-    queue, skip = initial_plan(
-        graph, {k: Outcome(r.status, r.branch, r.output) for k, r in reused.items()}, input
-    )
+    if deferred:
+        # Starting resets the deadline; until then it bounds the wait: the window, or (for a
+        # run buffered behind another) the other run's own deadline.
+        deadline = (not_before or now) + timedelta(seconds=2 * timeout)
+    else:
+        deadline = now + timedelta(seconds=timeout)
     try:
         with transaction.atomic():
             execution = Execution.objects.create(
@@ -73,42 +83,140 @@ def execution_create(
                 retry_of=retry_of,
                 parent_node_run_id=parent_node_run_id,
                 depth=depth,
-                deadline_at=now + timedelta(seconds=timeout),
+                deadline_at=deadline,
+                scheduled_for=scheduled_for,
+                deferred=deferred,
+                not_before=not_before,
+                **(debounce or {}),
             )
-            task_ids = {k: dispatch.new_task_id() for k in graph.nodes if k in queue}
-            store.node_runs_create(
-                execution=execution,
-                graph=graph,
-                reused=reused,
-                queue=queue,
-                skip=skip,
-                task_ids=task_ids,
-                now=now,
-            )
-            if task_ids:
-                dispatch.send_on_commit(
-                    [
-                        dispatch.Dispatch(str(execution.id), k, t, graph.nodes[k].timeout_seconds)
-                        for k, t in task_ids.items()
-                    ]
-                )
-            else:
-                execution_complete_if_done(execution, graph, now)
-            _schedule_deadline_check(execution)
+            if not deferred:
+                _execution_begin(execution, graph, reuse or [], input, now)
     except IntegrityError:
-        if not idempotency_key:
+        existing = _existing_execution(workflow, idempotency_key, scheduled_for)
+        if existing is None:
             raise
-        # A concurrent request with the same key committed first: answer with its execution.
-        return Execution.objects.get(workflow=workflow, idempotency_key=idempotency_key), False
+        # A concurrent request with the same key (or slot) committed first: answer with its
+        # execution.
+        return existing, False
     log.info(
         "execution created",
         extra={
             "execution_id": str(execution.id),
             "workflow_id": str(workflow.id),
             "trigger": trigger,
+            "deferred": deferred,
         },
     )
     return execution, True
+
+
+def _existing_execution(workflow: Workflow, idempotency_key, scheduled_for) -> Execution | None:
+    if idempotency_key:
+        found = Execution.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
+        if found:
+            return found
+    if scheduled_for is not None:
+        return Execution.objects.filter(workflow=workflow, scheduled_for=scheduled_for).first()
+    return None
+
+
+def _execution_begin(
+    execution: Execution, graph: Graph, reuse: list[NodeRun], input: Any, now
+) -> None:
+    """Write the node runs of a new execution (reused successes, queued start nodes, skips)
+    and dispatch the start nodes after commit. Runs inside the creating transaction."""
+    reused = {r.node: r for r in reuse if r.node in graph.nodes}
+    queue, skip = initial_plan(
+        graph, {k: Outcome(r.status, r.branch, r.output) for k, r in reused.items()}, input
+    )
+    task_ids = {k: dispatch.new_task_id() for k in graph.nodes if k in queue}
+    store.node_runs_create(
+        execution=execution,
+        graph=graph,
+        reused=reused,
+        queue=queue,
+        skip=skip,
+        task_ids=task_ids,
+        now=now,
+    )
+    if task_ids:
+        dispatch.send_on_commit(
+            [
+                dispatch.Dispatch(str(execution.id), k, t, graph.nodes[k].timeout_seconds)
+                for k, t in task_ids.items()
+            ]
+        )
+    else:
+        execution_complete_if_done(execution, graph, now)
+    _schedule_deadline_check(execution)
+
+
+def execution_start_deferred(*, execution_id, now=None) -> str:
+    """Start a deferred execution when it is due: ``started``, ``waiting`` (its window is
+    still open, or the run it is buffered behind is still active) or ``gone`` (started,
+    cancelled or deleted already)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        row = (
+            Execution.objects.filter(id=execution_id, deferred=True, status=ExecutionStatus.PENDING)
+            .values("workflow_id", "trigger", "not_before")
+            .first()
+        )
+        if row is None:
+            return "gone"
+        buffered = row["trigger"] == Trigger.SCHEDULE and row["not_before"] is None
+        if buffered:
+            # The same lock order as a schedule fire (workflow row, then execution), so a
+            # fire and this start agree on which run is active.
+            Workflow.objects.select_for_update().filter(id=row["workflow_id"]).first()
+        # The lock a debounce trigger takes to replace the input: the input read below is the
+        # last one, and no trigger joins after the window has closed here.
+        execution = (
+            Execution.objects.select_for_update()
+            .select_related("snapshot", "workflow")
+            .filter(id=execution_id, deferred=True, status=ExecutionStatus.PENDING)
+            .first()
+        )
+        if execution is None:
+            return "gone"
+        if execution.not_before is not None and execution.not_before > now:
+            return "waiting"
+        if buffered and schedule_run_active(workflow_id=execution.workflow_id):
+            return "waiting"
+        timeout = int(
+            execution.snapshot.graph.get("timeout_seconds", execution.workflow.timeout_seconds)
+        )
+        execution.deadline_at = now + timedelta(seconds=timeout)
+        # Not a status change: the execution stays pending until its first node run starts.
+        Execution.objects.filter(id=execution.id).update(
+            deferred=False, debounce_open=False, deadline_at=execution.deadline_at
+        )
+        _execution_begin(execution, graph_for(execution.snapshot_id), [], execution.input, now)
+    log.info("deferred execution started", extra={"execution_id": str(execution_id)})
+    return "started"
+
+
+def schedule_run_active(*, workflow_id) -> bool:
+    """Whether a started scheduled run of the workflow is still active (overlap policies)."""
+    return Execution.objects.filter(
+        workflow_id=workflow_id,
+        trigger=Trigger.SCHEDULE,
+        status__in=EXECUTION_ACTIVE,
+        deferred=False,
+    ).exists()
+
+
+def deferred_start_due(*, now=None, batch: int = 500) -> int:
+    """Start the deferred executions that are due (a debounce window that ended, a buffered
+    scheduled run whose predecessor finished): the backstop for a lost countdown."""
+    now = now or timezone.now()
+    ids = list(
+        Execution.objects.filter(deferred=True, status=ExecutionStatus.PENDING)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .order_by("created_at")
+        .values_list("id", flat=True)[:batch]
+    )
+    return sum(1 for i in ids if execution_start_deferred(execution_id=i, now=now) == "started")
 
 
 def child_starter(*, node_run_id: int, depth: int):

@@ -30,8 +30,12 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
         "description": data.get("description", ""),
         "is_active": data.get("is_active", True),
         "timeout_seconds": data.get("timeout_seconds", 3600),
-        "schedule": data.get("schedule"),
+        "schedule": dict(data["schedule"]) if data.get("schedule") else None,
         "webhook_enabled": data.get("webhook_enabled", False),
+        "webhook_respond": data.get("webhook_respond", "immediately"),
+        "webhook_respond_timeout_seconds": data.get("webhook_respond_timeout_seconds", 10),
+        "webhook_respond_node": data.get("webhook_respond_node"),
+        "debounce": dict(data["debounce"]) if data.get("debounce") else None,
         "nodes": [
             {
                 "key": n["key"],
@@ -92,6 +96,10 @@ def _apply_settings(workflow: Workflow, doc: dict[str, Any]) -> None:
         "timeout_seconds",
         "schedule",
         "webhook_enabled",
+        "webhook_respond",
+        "webhook_respond_timeout_seconds",
+        "webhook_respond_node",
+        "debounce",
     ):
         setattr(workflow, field, doc[field])
     if not workflow.webhook_enabled:
