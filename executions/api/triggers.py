@@ -69,10 +69,6 @@ def _status_url(request, execution) -> str:
     )
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
 class WebhookView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
