@@ -24,6 +24,9 @@ class Workflow(models.Model):
     schedule = models.JSONField(null=True, blank=True)
     webhook_enabled = models.BooleanField(default=False)
     webhook_token = models.CharField(max_length=128, blank=True, default="")
+    # Event triggers: names (or {"name", "filter"} objects) of events that start this workflow;
+    # EventTrigger rows index them for POST /api/events/.
+    events = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -215,3 +218,9 @@ class NodeRun(models.Model):
 
 
 from executions.credentials.models import Credential  # noqa: E402,F401  (owned by executions)
+from executions.events.models import (  # noqa: E402,F401  (owned by executions)
+    Event,
+    EventTrigger,
+    EventWait,
+    EventWebhook,
+)

@@ -39,6 +39,7 @@ class Trigger(models.TextChoices):
     RETRY = "retry"
     SUB_WORKFLOW = "sub_workflow"
     ADMIN = "admin"
+    EVENT = "event"
 
 
 E, N = ExecutionStatus, NodeRunStatus

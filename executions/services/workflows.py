@@ -12,6 +12,7 @@ from typing import Any
 from django.db import transaction
 
 from executions.engine.retry import retry_policy
+from executions.events.triggers import event_triggers_sync
 from executions.models import Connection, Node, Workflow, WorkflowVersion
 
 # The parts of a workflow that are neither graph nor settings (trigger secrets).
@@ -20,7 +21,7 @@ _NOT_VERSIONED = ("webhook_token",)
 
 def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
     """The normalized snapshot document of validated workflow data (defaults filled in)."""
-    return {
+    doc = {
         "name": data["name"],
         "description": data.get("description", ""),
         "is_active": data.get("is_active", True),
@@ -48,6 +49,11 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
             for c in data.get("connections", [])
         ],
     }
+    # Only when set, so that the versions of workflows saved before event triggers existed
+    # stay equal to their documents.
+    if data.get("events"):
+        doc["events"] = list(data["events"])
+    return doc
 
 
 def _write_rows(workflow: Workflow, doc: dict[str, Any]) -> None:
@@ -89,6 +95,7 @@ def _apply_settings(workflow: Workflow, doc: dict[str, Any]) -> None:
         "webhook_enabled",
     ):
         setattr(workflow, field, doc[field])
+    workflow.events = doc.get("events", [])
     if workflow.webhook_enabled and not workflow.webhook_token:
         workflow.webhook_token = Workflow.new_webhook_token()
 
@@ -135,6 +142,7 @@ def _after_save(workflow: Workflow) -> None:
     from executions.triggers.schedules import schedule_sync
 
     schedule_sync(workflow=workflow)
+    event_triggers_sync(workflow=workflow)
 
 
 def _after_delete(workflow: Workflow) -> None:
