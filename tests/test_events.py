@@ -12,12 +12,15 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from executions.api.serializers import WorkflowInputSerializer
 from executions.events.models import Event, EventWait
 from executions.events.services import event_retention_sweep
 from executions.events.waits import resume_token
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
+from executions.services.workflows import workflow_create
 from tests.helpers import edge, make_workflow, node, runs_by_node, wait_for, workflow_doc
+from tests.test_nodes_examples import load
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -437,3 +440,50 @@ def test_admin_approval_needs_change_permission(worker, client, django_user_mode
     )
     assert r.status_code == 403
     assert EventWait.objects.get(execution=ex).outcome is None
+
+
+# --- the example ------------------------------------------------------------------------------
+
+
+def test_refund_approval_example_end_to_end(worker, api, user):
+    serializer = WorkflowInputSerializer(data=load("refund-approval.json"))
+    serializer.is_valid(raise_exception=True)
+    wf = workflow_create(owner=user, data=serializer.validated_data)
+
+    small = api.post(
+        "/api/events/",
+        {"name": "refund.requested", "key": "O-1", "data": {"amount": 20}},
+        format="json",
+    ).json()
+    ex = wait_for(small["started"][0]["execution"])
+    assert ex.status == "succeeded" and ex.trigger == "event"
+    assert ex.output["auto_approve"] == {
+        "order_id": "O-1",
+        "amount": 20,
+        "approved": True,
+        "by": "policy",
+    }
+
+    large = api.post(
+        "/api/events/",
+        {"name": "refund.requested", "key": "O-2", "data": {"amount": 120}, "id": "rq-2"},
+        format="json",
+    ).json()
+    [started] = large["started"]
+    assert started["workflow"] == str(wf.id)
+    execution_id = started["execution"]
+    wait_parked(execution_id, "approval")
+    text = NodeRun.objects.get(execution_id=execution_id, node="ask").output["text"]
+    link = urlsplit(text.split(" to ", 1)[1]).path
+    res = APIClient().post(link, {"approved": True, "comment": "goodwill"}, format="json")
+    assert res.status_code == 200, res.content
+    ex = wait_for(execution_id)
+    assert ex.status == "succeeded", ex.error
+    assert ex.output["refund"] == {
+        "order_id": "O-2",
+        "amount": 120,
+        "approved": True,
+        "by": "approver",
+        "comment": "goodwill",
+    }
+    assert runs_by_node(ex)["escalate"].status == "skipped"

@@ -28,14 +28,16 @@ def node_run_wake_locked(*, node_run_id: int, now) -> bool:
     lock a wake could fall between the park's read and its write and be lost."""
     assert transaction.get_connection().in_atomic_block, "call inside transaction.atomic()"
     row = (
-        NodeRun.objects.select_for_update()
+        # Only the run's row is locked, not the execution's (that would serialize every wake
+        # of an execution with its other runs' finishes).
+        NodeRun.objects.select_for_update(of=("self",))
         .filter(id=node_run_id)
-        .values_list("status", "execution_id", "node")
+        .values_list("status", "execution_id", "node", "execution__snapshot_id")
         .first()
     )
     if row is None:
         return False
-    status, execution_id, node = row
+    status, execution_id, node, snapshot_id = row
     if status == N.RUNNING:
         return bool(
             NodeRun.objects.filter(id=node_run_id, status=N.RUNNING).update(next_attempt_at=now)
@@ -59,7 +61,6 @@ def node_run_wake_locked(*, node_run_id: int, now) -> bool:
         task_id=task_id,
     )
     if changed:
-        snapshot_id = Execution.objects.values_list("snapshot_id", flat=True).get(id=execution_id)
         timeout = graph_for(snapshot_id).nodes[node].timeout_seconds
         dispatch.send_on_commit([dispatch.Dispatch(str(execution_id), node, task_id, timeout)])
     return bool(changed)

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from executions.events.models import Event, EventTrigger, EventWait, EventWebhook
 from executions.events.triggers import event_filter_matches
-from executions.events.waits import payload_errors, wait_resume
+from executions.events.waits import payload_errors, waits_resume
 from executions.services.executions import execution_create
 from executions.states import Trigger
 
@@ -103,16 +103,18 @@ def _process(event: Event) -> dict[str, Any]:
         .filter(Q(key__isnull=True) | Q(key=event.key))
         .order_by("id")
     )
+    fitting = []
     for wait in waits:
         errors = payload_errors(wait.schema, event.data)
         if errors:
             not_resumed.append(
                 {"execution": str(wait.execution_id), "node": wait.node, "reason": errors}
             )
-            continue
-        wait_resume(
-            wait=wait, payload=event.data, source=EventWait.Source.EVENT, event=event, now=now
-        )
+        else:
+            fitting.append(wait)
+    waits_resume(
+        waits=fitting, payload=event.data, source=EventWait.Source.EVENT, event=event, now=now
+    )
     # Read back rather than counted: a repeated processing of the same event reports the
     # waits the first one resumed.
     resumed = [

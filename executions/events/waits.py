@@ -178,9 +178,39 @@ def wait_resume(
     """Store ``payload`` as the wait's outcome and wake its run, in one transaction. Returns
     False when another resume, the time-out or a cancel got there first (or the execution is
     no longer active): the payload is then not stored."""
+    return bool(waits_resume(waits=[wait], payload=payload, source=source, event=event, now=now))
+
+
+# Waits resumed per transaction by one event: one commit for many, without holding many row
+# locks for long.
+RESUME_CHUNK = 100
+
+
+def waits_resume(
+    *,
+    waits: list[EventWait],
+    payload: Any,
+    source: str,
+    event: Event | None = None,
+    now=None,
+) -> list[EventWait]:
+    """:func:`wait_resume` for many waits (an event matching many waiters); returns the ones
+    this call resumed. Locks are taken wait row first, then its node run row, everywhere,
+    so concurrent resumes cannot deadlock."""
     now = now or timezone.now()
-    with transaction.atomic():
-        changed = EventWait.objects.filter(
+    resumed: list[EventWait] = []
+    for i in range(0, len(waits), RESUME_CHUNK):
+        with transaction.atomic():
+            for wait in waits[i : i + RESUME_CHUNK]:
+                if _resume_one(wait, payload, source, event, now):
+                    node_run_wake_locked(node_run_id=wait.node_run_id, now=now)
+                    resumed.append(wait)
+    return resumed
+
+
+def _resume_one(wait: EventWait, payload: Any, source: str, event: Event | None, now) -> bool:
+    return bool(
+        EventWait.objects.filter(
             Q(pk=wait.pk)
             & Q(outcome__isnull=True)
             & Q(until__gt=now)
@@ -203,10 +233,7 @@ def wait_resume(
             event=event,
             resolved_at=now,
         )
-        if not changed:
-            return False
-        node_run_wake_locked(node_run_id=wait.node_run_id, now=now)
-    return True
+    )
 
 
 def wait_time_out(*, wait: EventWait, now=None) -> EventWait:
