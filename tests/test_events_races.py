@@ -212,3 +212,47 @@ def test_resume_while_the_broker_is_down_is_sent_by_recovery(user, fast_recovery
         executions = drive_until_done([ex.id], timeout=120)
     assert executions[0].status == "succeeded"
     assert runs_by_node(executions[0])["wait"].output == {"late": True}
+
+
+@pytest.mark.worker
+def test_events_racing_the_start_of_their_waiters_are_never_missed(worker, user):
+    # Each event is sent while its waiter is starting: before it runs, while it runs its first
+    # attempt, or after it parked. Whichever order happens, every waiter resumes with it.
+    wf = make_workflow(
+        user,
+        [
+            node("a"),
+            node("wait", "wait_for_event", config={"event": "shipped", "match": "{{ input.k }}"}),
+        ],
+        [edge("a", "wait")],
+    )
+    keys = [f"s-{i}" for i in range(30)]
+    ids: list = []
+    results: dict = {}
+    barrier = threading.Barrier(2)
+
+    def send_events():
+        client = client_for(user)
+        # In reverse: the last waiters to start get their events first, the first ones last.
+        for k in reversed(keys):
+            client.post(
+                "/api/events/", {"name": "shipped", "key": k, "data": {"k": k}}, format="json"
+            )
+
+    sender = _in_thread(send_events, results, "events", barrier)
+    sender.start()
+    barrier.wait(timeout=30)
+    for k in keys:
+        ids.append(execution_create(workflow=wf, input={"k": k})[0].id)
+    sender.join(timeout=120)
+    assert not isinstance(results.get("events"), Exception), results
+    done = wait_all(ids, timeout=120)
+    assert {e.status for e in done} == {"succeeded"}, [(e.id, e.status) for e in done]
+    for ex in done:
+        assert runs_by_node(ex)["wait"].output == {"k": ex.input["k"]}
+    sources = sorted(
+        "retained" if w.event and w.event.created_at < w.created_at else "delivered"
+        for w in EventWait.objects.filter(execution_id__in=ids).select_related("event")
+    )
+    print("resumed by:", {s: sources.count(s) for s in set(sources)})
+    assert EventWait.objects.filter(execution_id__in=ids, outcome="resumed").count() == len(keys)
