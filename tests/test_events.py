@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from executions.api.serializers import WorkflowInputSerializer
 from executions.events.models import Event, EventWait
 from executions.events.services import event_retention_sweep
-from executions.events.waits import resume_token
+from executions.events.waits import resume_token, resume_url
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
 from executions.services.workflows import workflow_create
@@ -487,3 +487,22 @@ def test_refund_approval_example_end_to_end(worker, api, user):
         "comment": "goodwill",
     }
     assert runs_by_node(ex)["escalate"].status == "skipped"
+
+
+def test_resume_link_opened_in_a_browser_offers_approve_and_reject(worker, user):
+    wf = approval_workflow(user, schema=APPROVAL_SCHEMA)
+    ex = start(wf, {"order": "B-1"})
+    wait_parked(ex.id)
+    path = urlsplit(resume_url(ex.id, "wait")).path
+    browser = APIClient()
+    page = browser.get(path, HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")
+    html = page.content.decode()
+    assert page.status_code == 200 and 'value="approve"' in html and 'value="reject"' in html
+    assert NodeRun.objects.get(execution=ex, node="wait").status == "queued"  # GET: no resume
+    done = browser.post(path, {"decision": "reject", "comment": "not eligible"})
+    assert done.status_code == 200 and "Rejected" in done.content.decode()
+    again = browser.post(path, {"decision": "approve"})
+    assert again.status_code == 409 and "already resumed" in again.content.decode()
+    assert wait_for(ex.id).status == "succeeded"
+    wait = runs_by_node(Execution.objects.get(id=ex.id))["wait"]
+    assert wait.output == {"approved": False, "comment": "not eligible"}

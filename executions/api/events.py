@@ -9,7 +9,9 @@ import json
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -28,6 +30,8 @@ from executions.events.services import (
 )
 from executions.events.waits import PayloadInvalid, execution_resume, resume_token_valid
 from executions.models import Execution
+from executions.services.executions import Conflict
+from executions.states import EXECUTION_ACTIVE
 
 TOKEN_HEADER = "X-WeConnect-Token"
 
@@ -157,8 +161,25 @@ class EventWebhookTokenView(APIView):
         return Response({"webhook_token": token, "webhook_url": url})
 
 
+def _wants_html(request) -> bool:
+    """A browser (a person who clicked the link in an e-mail) rather than a program."""
+    accept = request.META.get("HTTP_ACCEPT", "")
+    return "text/html" in accept and "application/json" not in accept.split("text/html")[0]
+
+
+def _is_form(request) -> bool:
+    return (request.content_type or "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    )
+
+
 class ResumeLinkView(APIView):
-    """A run's resume link: whoever holds it may resume that one node run, once."""
+    """A run's resume link: whoever holds it may resume that one node run, once.
+
+    Programs POST a JSON object (the payload). A person who opens the link in a browser gets a
+    page with Approve and Reject buttons and a comment, which posts a form: the payload is then
+    ``{"approved": true|false, "comment": ...}``. A GET never resumes anything (mail scanners
+    and link previews fetch links)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -180,18 +201,20 @@ class ResumeLinkView(APIView):
         """What the node waits for (never resumes: link scanners and previews send GETs)."""
         execution = self._wait(execution_id, node, token)
         wait = EventWait.objects.filter(execution=execution, node=node).first()
-        return Response(
-            {
-                "execution": str(execution.id),
-                "node": node,
-                "waiting": wait is not None
-                and wait.outcome is None
-                and execution.status in ("pending", "running"),
-                "outcome": wait.outcome if wait else None,
-                "event": wait.name if wait else None,
-                "until": wait.until if wait else None,
-            }
-        )
+        doc = {
+            "execution": str(execution.id),
+            "node": node,
+            "waiting": wait is not None
+            and wait.outcome is None
+            and wait.until > timezone.now()
+            and execution.status in EXECUTION_ACTIVE,
+            "outcome": wait.outcome if wait else None,
+            "event": wait.name if wait else None,
+            "until": wait.until if wait else None,
+        }
+        if _wants_html(request):
+            return TemplateResponse(request._request, "executions/resume_link.html", doc)
+        return Response(doc)
 
     @extend_schema(
         operation_id="resume_link",
@@ -205,6 +228,8 @@ class ResumeLinkView(APIView):
     )
     def post(self, request, execution_id: str, node: str, token: str):
         execution = self._wait(execution_id, node, token)
+        if _is_form(request):
+            return self._post_form(request, execution, node)
         data = json_object_body(request)
         try:
             wait = execution_resume(
@@ -215,3 +240,29 @@ class ResumeLinkView(APIView):
         return Response(
             {"execution": str(execution.id), "node": wait.node, "status": "resumed"},
         )
+
+    def _post_form(self, request, execution: Execution, node: str):
+        form = request._request.POST
+        decision = form.get("decision")
+        comment = (form.get("comment") or "").strip()[:2000]
+        page = {"node": node, "waiting": False}
+        if decision not in ("approve", "reject"):
+            page.update(message="Choose Approve or Reject", waiting=True)
+            return TemplateResponse(
+                request._request, "executions/resume_link.html", page, status=400
+            )
+        data = {"approved": decision == "approve", "comment": comment}
+        try:
+            execution_resume(execution=execution, node=node, data=data, source=EventWait.Source.URL)
+        except PayloadInvalid as exc:
+            page.update(message="This answer is not accepted", errors=exc.errors)
+            return TemplateResponse(
+                request._request, "executions/resume_link.html", page, status=400
+            )
+        except Conflict as exc:
+            page.update(message="Nothing to decide", errors=[str(exc)])
+            return TemplateResponse(
+                request._request, "executions/resume_link.html", page, status=409
+            )
+        page["message"] = "Approved, thank you" if data["approved"] else "Rejected, thank you"
+        return TemplateResponse(request._request, "executions/resume_link.html", page)

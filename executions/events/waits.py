@@ -263,6 +263,11 @@ def execution_wait(*, execution: Execution, node: str | None) -> EventWait:
     if wait is None:
         if not NodeRun.objects.filter(execution=execution, node=node).exists():
             raise NotWaiting(f"execution has no node {node!r}")
+        decided = EventWait.objects.filter(execution=execution, node=node).first()
+        if decided is not None and decided.outcome == EventWait.Outcome.RESUMED:
+            raise NotWaiting(f"node {node!r} was already resumed ({decided.source})")
+        if decided is not None and decided.outcome == EventWait.Outcome.TIMED_OUT:
+            raise NotWaiting(f"node {node!r} timed out waiting")
         raise NotWaiting(f"node {node!r} is not waiting")
     return wait
 
