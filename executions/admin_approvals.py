@@ -14,7 +14,8 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
 from executions.events.models import EventWait
-from executions.events.waits import NotWaiting, PayloadInvalid, execution_resume
+from executions.events.resume import execution_resume
+from executions.events.waits import NotWaiting, PayloadInvalid
 from executions.models import Execution
 
 MAX_COMMENT = 2000

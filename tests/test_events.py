@@ -19,7 +19,7 @@ from executions.events.waits import resume_token, resume_url
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
 from executions.services.workflows import workflow_create
-from tests.helpers import edge, make_workflow, node, runs_by_node, wait_for, workflow_doc
+from tests.support.workflows import edge, make_workflow, node, runs_by_node, wait_for, workflow_doc
 from tests.test_nodes_examples import load
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]

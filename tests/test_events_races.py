@@ -18,9 +18,9 @@ from executions.events.models import EventWait
 from executions.events.waits import resume_url
 from executions.models import NodeRun
 from executions.services.executions import execution_create
-from tests.broker import PrivateBroker
 from tests.conftest import client_for
-from tests.helpers import edge, make_workflow, node, runs_by_node, wait_all
+from tests.support.broker import PrivateBroker
+from tests.support.workflows import edge, make_workflow, node, runs_by_node, wait_all
 from tests.test_events import wait_parked
 from tests.test_recovery import FAST_LEASE, drive_until_done
 

@@ -20,7 +20,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from executions.api import serializers as s
+from executions.errors import Conflict
 from executions.events.models import EventWait
+from executions.events.resume import execution_resume
 from executions.events.services import (
     Delivery,
     EventWebhookNotFound,
@@ -28,9 +30,8 @@ from executions.events.services import (
     event_webhook_owner,
     event_webhook_rotate,
 )
-from executions.events.waits import PayloadInvalid, execution_resume, resume_token_valid
+from executions.events.waits import PayloadInvalid, resume_token_valid
 from executions.models import Execution
-from executions.services.executions import Conflict
 from executions.states import EXECUTION_ACTIVE
 
 TOKEN_HEADER = "X-WeConnect-Token"

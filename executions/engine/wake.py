@@ -10,57 +10,39 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from executions import store
 from executions.engine import dispatch
 from executions.engine.snapshots import graph_for
-from executions.models import Execution, NodeRun
-from executions.states import EXECUTION_ACTIVE, NODE_RUN_TRANSITIONS, NodeRunStatus, transition
-
-N = NodeRunStatus
+from executions.models import NodeRun
 
 
 def node_run_wake_locked(*, node_run_id: int, now) -> bool:
     """Make a parked run due now, or mark a still-running one so that it does not park for
-    long. Must run inside a transaction. Returns False when the run is neither.
+    long (store.node_run_wake). Must run inside a transaction. Returns whether it was queued
+    and is now due.
 
-    The row lock orders this against the park step (runner._park), which locks the same row
-    before it moves ``running`` to ``queued``: either we see it queued and wake it, or it sees
-    our mark (``next_attempt_at`` set on the running row) and parks due at once. Without the
-    lock a wake could fall between the park's read and its write and be lost."""
+    The row lock is taken first, here, and orders this against the park step
+    (engine/outcome.py ``park``), which locks the same row before it moves ``running`` to
+    ``queued``: either we see it queued and wake it, or it sees our mark (``next_attempt_at``
+    set on the running row) and parks due at once. Without the lock a wake could fall between
+    the park's read and its write and be lost."""
     assert transaction.get_connection().in_atomic_block, "call inside transaction.atomic()"
     row = (
         # Only the run's row is locked, not the execution's (that would serialize every wake
         # of an execution with its other runs' finishes).
         NodeRun.objects.select_for_update(of=("self",))
         .filter(id=node_run_id)
-        .values_list("status", "execution_id", "node", "execution__snapshot_id")
+        .values_list("execution_id", "node", "execution__snapshot_id")
         .first()
     )
     if row is None:
         return False
-    status, execution_id, node, snapshot_id = row
-    if status == N.RUNNING:
-        return bool(
-            NodeRun.objects.filter(id=node_run_id, status=N.RUNNING).update(next_attempt_at=now)
-        )
-    if status != N.QUEUED:
-        return False
+    execution_id, node, snapshot_id = row
     task_id = dispatch.new_task_id()
-    changed = transition(
-        # Not a join (see runner._claim): the run's own status is rechecked on its row.
-        NodeRun.objects.filter(
-            id=node_run_id,
-            execution_id__in=Execution.objects.filter(
-                id=execution_id, status__in=EXECUTION_ACTIVE
-            ).values("id"),
-        ),
-        N.QUEUED,
-        table=NODE_RUN_TRANSITIONS,
-        sources=[N.QUEUED],
-        next_attempt_at=now,
-        dispatched_at=now,
-        task_id=task_id,
-    )
-    if changed:
-        timeout = graph_for(snapshot_id).nodes[node].timeout_seconds
-        dispatch.send_on_commit([dispatch.Dispatch(str(execution_id), node, task_id, timeout)])
-    return bool(changed)
+    if not store.node_run_wake(
+        node_run_id=node_run_id, execution_id=execution_id, task_id=task_id, now=now
+    ):
+        return False
+    timeout = graph_for(snapshot_id).nodes[node].timeout_seconds
+    dispatch.send_on_commit([dispatch.Dispatch(str(execution_id), node, task_id, timeout)])
+    return True

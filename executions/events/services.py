@@ -22,10 +22,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from executions.engine.start import execution_create
 from executions.events.models import Event, EventTrigger, EventWait, EventWebhook
+from executions.events.resume import waits_resume
 from executions.events.triggers import event_filter_matches
-from executions.events.waits import payload_errors, waits_resume
-from executions.services.executions import execution_create
+from executions.events.waits import payload_errors
 from executions.states import Trigger
 
 log = logging.getLogger("weconnect.events")

@@ -19,7 +19,6 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from executions.engine.snapshots import graph_for
 from executions.events.models import EventWait
 from executions.events.waits import wait_open, wait_time_out
 from executions.graph import TIMEOUT_BRANCH
@@ -118,11 +117,12 @@ class WaitForEvent(NodeType):
     def _timed_out(self, ctx: Context, wait: EventWait) -> Any:
         seconds = round((wait.until - wait.created_at).total_seconds(), 3)
         described = f"{wait.name!r}" + (f" with key {wait.key!r}" if wait.key is not None else "")
-        snapshot_id = Execution.objects.values_list("snapshot_id", flat=True).get(
-            id=ctx.execution_id
-        )
-        graph = graph_for(snapshot_id)
-        if any(e.branch == TIMEOUT_BRANCH for e in graph.outgoing[ctx.node.key]):
+        # Read from the execution's snapshot (only on a time-out, so no cache is needed).
+        doc = Execution.objects.values_list("snapshot__graph", flat=True).get(id=ctx.execution_id)
+        if any(
+            c["source"] == ctx.node.key and c.get("branch") == TIMEOUT_BRANCH
+            for c in doc.get("connections", [])
+        ):
             output = {"timed_out": True, "event": wait.name, "key": wait.key, "waited": seconds}
             return Result(output, branch=TIMEOUT_BRANCH)
         raise NonRetryableError(
