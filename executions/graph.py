@@ -14,6 +14,9 @@ from typing import Any, Literal
 SUCCESS = "success"
 ERROR = "error"
 CONNECTION_TYPES = (SUCCESS, ERROR)
+# The branch a wait_for_event node selects when it gives up. A time-out is not the main path:
+# only connections that name this branch fire for it, not the unbranched ones.
+TIMEOUT_BRANCH = "timeout"
 
 # Node run statuses as plain strings, so this module stays free of Django.
 FINISHED = frozenset({"succeeded", "failed", "skipped", "cancelled"})
@@ -162,7 +165,9 @@ def edge_fires(edge: Edge, outcome: Outcome) -> bool:
         return outcome.status == "failed"
     if outcome.status != "succeeded":
         return False
-    return edge.branch is None or edge.branch == outcome.branch
+    if edge.branch is None:
+        return outcome.branch != TIMEOUT_BRANCH
+    return edge.branch == outcome.branch
 
 
 Verdict = Literal["wait", "run", "skip"]

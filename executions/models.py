@@ -33,6 +33,9 @@ class Workflow(models.Model):
     webhook_respond_node = models.CharField(max_length=64, null=True, blank=True)
     # {"key": "<template over the input>", "seconds": N, "mode": "trailing" | "leading"} or null.
     debounce = models.JSONField(null=True, blank=True)
+    # Event triggers: names (or {"name", "filter"} objects) of events that start this workflow;
+    # EventTrigger rows index them for POST /api/events/.
+    events = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -297,3 +300,9 @@ class NodeRun(models.Model):
 
 
 from executions.credentials.models import Credential  # noqa: E402,F401  (owned by executions)
+from executions.events.models import (  # noqa: E402,F401  (owned by executions)
+    Event,
+    EventTrigger,
+    EventWait,
+    EventWebhook,
+)

@@ -41,6 +41,7 @@ class Trigger(models.TextChoices):
     SUB_WORKFLOW = "sub_workflow"
     ADMIN = "admin"
     BACKFILL = "backfill"
+    EVENT = "event"
 
 
 class WebhookRespond(models.TextChoices):

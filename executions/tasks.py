@@ -7,6 +7,7 @@ from celery import shared_task
 from executions.engine.completion import execution_time_out_if_due
 from executions.engine.execute import node_run_execute
 from executions.engine.recovery import recovery_run
+from executions.events.services import event_retention_sweep
 from executions.triggers.debounce import start_deferred  # noqa: F401  (weconnect.start_deferred)
 from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnect.run_scheduled)
 
@@ -34,3 +35,8 @@ def recovery() -> dict:
 @shared_task(name="weconnect.check_deadline", ignore_result=True, acks_late=True)
 def check_deadline(execution_id: str) -> bool:
     return execution_time_out_if_due(execution_id=execution_id)
+
+
+@shared_task(name="weconnect.event_retention", ignore_result=True, acks_late=True)
+def event_retention() -> int:
+    return event_retention_sweep()

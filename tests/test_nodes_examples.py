@@ -13,7 +13,13 @@ from executions.graph import NodeSpec
 from executions.nodes import Context, NonRetryableError, Result, get_node_type
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-OURS = ["http-with-retry.json", "routing.json", "delay-and-merge.json", "nightly-report.json"]
+OURS = [
+    "http-with-retry.json",
+    "routing.json",
+    "delay-and-merge.json",
+    "nightly-report.json",
+    "refund-approval.json",
+]
 
 
 def load(name: str) -> dict:

@@ -81,6 +81,16 @@ def test_defaults_start():
             ("WECONNECT_MAX_REQUEST_BYTES=10 is below the minimum of 1024",),
         ),
         (
+            {"WECONNECT_PUBLIC_URL": "weconnect.example"},
+            (
+                "WECONNECT_PUBLIC_URL='weconnect.example' must be an absolute http:// or https:// URL",
+            ),
+        ),
+        (
+            {"WECONNECT_EVENT_RETENTION": "-1"},
+            ("WECONNECT_EVENT_RETENTION=-1 is below the minimum of 0",),
+        ),
+        (
             {"WECONNECT_MAX_ETA_SECONDS": "100", "WECONNECT_VISIBILITY_TIMEOUT": "120"},
             ("WECONNECT_MAX_ETA_SECONDS must be at most half of WECONNECT_VISIBILITY_TIMEOUT",),
         ),

@@ -10,6 +10,7 @@ import os
 import zoneinfo
 from collections.abc import Callable
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -133,3 +134,14 @@ def env_redis_url(name: str, default: str) -> str:
             f"{name}={value!r} must start with redis://, rediss:// or unix://"
         )
     return value
+
+
+def env_http_url(name: str, default: str) -> str:
+    """An absolute http(s) URL without a trailing slash (a base that paths are appended to)."""
+    value = env_str(name, default)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} must be an absolute http:// or https:// URL without query"
+        )
+    return value.rstrip("/")

@@ -15,6 +15,7 @@ from weconnect.env import (
     env_choice,
     env_database,
     env_float,
+    env_http_url,
     env_int,
     env_list,
     env_redis_url,
@@ -222,6 +223,14 @@ WECONNECT_SUBWORKFLOW_POLL_SECONDS = env_int("WECONNECT_SUBWORKFLOW_POLL_SECONDS
 WECONNECT_WEBHOOK_POLL_SECONDS = env_float(
     "WECONNECT_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05, maximum=30
 )
+# Events are kept this many seconds, so a wait that begins after its event arrived still
+# resumes (executions/events/); the event retention pass deletes older ones.
+WECONNECT_EVENT_RETENTION = env_int("WECONNECT_EVENT_RETENTION", 24 * 3600, minimum=0)
+# The address users reach this server at: resume links ({{ execution.resume_url }}) are
+# built on it, since a node run has no request to take the host from.
+WECONNECT_PUBLIC_URL = env_http_url(
+    "WECONNECT_PUBLIC_URL", "http://" + env_str("WEB_BIND", "127.0.0.1:8000")
+)
 
 # The broker: Redis (the default, the same server as REDIS_URL) or RabbitMQ (amqp://), which
 # Celery recommends for production. Redis stays in use for locks and counters either way.
@@ -363,5 +372,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "weconnect.recovery",
         "schedule": float(WECONNECT_RECOVERY_INTERVAL_SECONDS),
         "options": {"expires": WECONNECT_RECOVERY_INTERVAL_SECONDS * 3},
+    },
+    # Events older than WECONNECT_EVENT_RETENTION are deleted (reads ignore them already).
+    "weconnect-event-retention": {
+        "task": "weconnect.event_retention",
+        "schedule": 600.0,
+        "options": {"expires": 1200},
     },
 }

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
 from executions.credentials.services import credential_reference_errors
 from executions.engine.retry import DEFAULT_RETRY
+from executions.events.triggers import events_setting_errors
 from executions.graph import CONNECTION_TYPES
 from executions.models import Execution, NodeRun
 from executions.nodes.templating import TemplateProblem, compile_template
@@ -119,8 +122,20 @@ class WorkflowInputSerializer(serializers.Serializer):
     )
     debounce = DebounceInputSerializer(required=False, allow_null=True, default=None)
     schedule = ScheduleInputSerializer(required=False, allow_null=True, default=None)
+    events = serializers.JSONField(
+        required=False,
+        default=list,
+        help_text='Event names that start this workflow (trigger "event"): strings, or '
+        '{"name": ..., "filter": <JMESPath over the event>} objects.',
+    )
     nodes = NodeInputSerializer(many=True, allow_empty=True, max_length=1000)
     connections = ConnectionInputSerializer(many=True, default=list, max_length=5000)
+
+    def validate_events(self, value):
+        errors = events_setting_errors(value)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value or []
 
     def validate(self, attrs):
         errors = validate_graph(attrs["nodes"], attrs.get("connections", []))
@@ -173,6 +188,7 @@ class WorkflowOutputSerializer(serializers.Serializer):
     webhook_respond_node = serializers.CharField(allow_null=True)
     debounce = serializers.JSONField(allow_null=True)
     schedule = serializers.JSONField(allow_null=True)
+    events = serializers.JSONField()
     nodes = serializers.SerializerMethodField()
     connections = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -205,6 +221,17 @@ class ExecuteInputSerializer(serializers.Serializer):
 
 
 class NodeRunOutputSerializer(serializers.ModelSerializer):
+    waiting_for = serializers.SerializerMethodField(
+        help_text="While a wait_for_event node waits: the event, the key (null: any) and "
+        "when it gives up (until)."
+    )
+
+    def get_waiting_for(self, obj) -> dict | None:
+        state = obj.state if isinstance(obj.state, dict) else None
+        if obj.status != "queued" or not state or "event" not in state or "until" not in state:
+            return None
+        return {"event": state["event"], "key": state.get("key"), "until": state["until"]}
+
     class Meta:
         model = NodeRun
         fields = [
@@ -222,6 +249,8 @@ class NodeRunOutputSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "next_attempt_at",
+            "state",
+            "waiting_for",
         ]
 
 
@@ -340,3 +369,48 @@ class BackfillOutputSerializer(serializers.Serializer):
     count = serializers.IntegerField()
     ids = serializers.ListField(child=serializers.UUIDField())
     executions = BackfillRunSerializer(many=True)
+
+
+class ResumeInputSerializer(serializers.Serializer):
+    node = serializers.CharField(
+        max_length=64, required=False, help_text="The waiting node (optional when only one waits)."
+    )
+    data = serializers.DictField(required=False, default=dict)
+
+
+class EventInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    key = serializers.JSONField(required=False, allow_null=True, default=None)
+    data = serializers.JSONField(required=False, default=dict)
+    id = serializers.CharField(max_length=255, required=False, allow_null=True, default=None)
+
+    def validate_key(self, value):
+        # Keys compare as text: 42 and "42" are the same key.
+        if value is None or isinstance(value, str):
+            if isinstance(value, str) and len(value) > 255:
+                raise serializers.ValidationError("at most 255 characters")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise serializers.ValidationError("must be a string or a number")
+        return str(int(value)) if float(value).is_integer() else str(value)
+
+    def validate_data(self, value):
+        if "\\u0000" in json.dumps(value):
+            raise serializers.ValidationError("must not contain the NUL character (\\u0000)")
+        return value
+
+
+class EventOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The sender's id, or the event's own when none.")
+    event = serializers.UUIDField(help_text="The stored event's id.")
+    name = serializers.CharField()
+    key = serializers.CharField(allow_null=True)
+    duplicate = serializers.BooleanField()
+    started = serializers.ListField(child=serializers.DictField())
+    resumed = serializers.ListField(child=serializers.DictField())
+    not_resumed = serializers.ListField(child=serializers.DictField())
+
+
+class EventWebhookTokenOutputSerializer(serializers.Serializer):
+    webhook_token = serializers.CharField()
+    webhook_url = serializers.CharField()

@@ -2,6 +2,12 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from executions.api.credentials import CredentialViewSet
+from executions.api.events import (
+    EventView,
+    EventWebhookTokenView,
+    EventWebhookView,
+    ResumeLinkView,
+)
 from executions.api.triggers import WebhookExecutionView, WebhookView
 from executions.api.views import ExecutionViewSet, NodeTypeListView, WorkflowViewSet
 
@@ -17,6 +23,14 @@ urlpatterns = [
         "hooks/<str:workflow_id>/executions/<str:execution_id>/",
         WebhookExecutionView.as_view(),
         name="webhook-execution",
+    ),
+    path("events/", EventView.as_view(), name="events"),
+    path("events/webhook-token/", EventWebhookTokenView.as_view(), name="event-webhook-token"),
+    path("events/hooks/<str:webhook_id>/", EventWebhookView.as_view(), name="event-webhook"),
+    path(
+        "resume/<str:execution_id>/<str:node>/<str:token>/",
+        ResumeLinkView.as_view(),
+        name="resume-link",
     ),
     path("", include(router.urls)),
 ]

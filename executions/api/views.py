@@ -14,6 +14,9 @@ from rest_framework.views import APIView
 
 from executions import selectors
 from executions.api import serializers as s
+from executions.events.models import EventWait
+from executions.events.resume import execution_resume
+from executions.events.waits import PayloadInvalid
 from executions.models import Execution, NodeRun, Workflow
 from executions.nodes import node_types
 from executions.services import workflows as workflow_services
@@ -208,6 +211,28 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
         data = _validated(s.RetryRequestSerializer, request.data if request.data else {})
         new = execution_retry(execution=execution, mode=data["mode"], version=data["version"])
         return Response(execution_document(new), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=s.ResumeInputSerializer,
+        responses={200: s.ExecutionOutputSerializer},
+        description="Resume a waiting wait_for_event node with `data` as its output: 409 when "
+        "that node is not waiting (not started, already resumed, timed out, or the execution "
+        "stopped), 400 when `data` does not fit the node's schema.",
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        execution = self.get_object()
+        data = _validated(s.ResumeInputSerializer, request.data if request.data else {})
+        try:
+            execution_resume(
+                execution=execution,
+                node=data.get("node"),
+                data=data["data"],
+                source=EventWait.Source.API,
+            )
+        except PayloadInvalid as exc:
+            raise ValidationError({"data": exc.errors}) from None
+        return Response(execution_document(execution))
 
 
 class NodeTypeListView(APIView):

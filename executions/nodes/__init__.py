@@ -11,6 +11,7 @@ from executions.nodes import (  # noqa: F401
     sub_workflow,
     switch,
     transform,
+    wait_for_event,
 )
 from executions.nodes.base import (  # noqa: F401
     Context,

@@ -4,7 +4,9 @@ Every string value of a node's config that contains ``{{``, ``{%`` or ``{#`` is 
 template, rendered in an immutable sandbox with ``StrictUndefined`` over the node's scope:
 
 - ``input``: the node's input; ``execution_input`` and ``execution.input``: the execution's
-  input; ``execution.id`` and ``execution_id``; ``nodes``: outputs of finished upstream nodes
+  input; ``execution.id`` and ``execution_id``; ``execution.resume_url``: the resume link of
+  the execution's (first unfinished) ``wait_for_event`` node, ``execution.resume_urls.<key>``
+  those of each (built only when a template reads them); ``nodes``: outputs of finished upstream nodes
   by key (loaded only when a template mentions ``nodes``); ``credentials.<name>.<field>``:
   a credential of the workflow's owner, decrypted only when read, its values then redacted
   from everything the run stores or logs (executions.credentials).
@@ -36,6 +38,7 @@ from jinja2 import nodes as jinja_nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from executions.credentials.services import TemplateCredentials
+from executions.events.waits import default_resume_node, resume_url, resume_urls
 from executions.nodes import sandbox_limits
 from executions.nodes.base import Context, NodeType, NonRetryableError
 
@@ -181,6 +184,36 @@ def compile_jinja_expression(source: str) -> _Compiled:
 # --- evaluating ------------------------------------------------------------------------------
 
 
+class ExecutionVariables(Mapping):
+    """``execution`` in templates: its id and input, and resume links computed when read
+    (they need a query, which most templates should not pay for)."""
+
+    _LAZY = ("resume_url", "resume_urls")
+
+    def __init__(self, execution_id: str, execution_input: Any):
+        self._values: dict[str, Any] = {"id": execution_id, "input": execution_input}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._values and name in self._LAZY:
+            if name == "resume_urls":
+                self._values[name] = resume_urls(self._values["id"])
+            else:
+                node = default_resume_node(self._values["id"])
+                if node is None:
+                    raise KeyError(name)  # no wait_for_event node: undefined, a clear error
+                self._values[name] = resume_url(self._values["id"], node)
+        return self._values[name]
+
+    def __iter__(self):
+        keys = ["id", "input", "resume_urls"]
+        if "resume_url" in self:  # only with a wait_for_event node
+            keys.append("resume_url")
+        return iter(keys)
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
 class Scope:
     """The variables templates and expressions see. ``nodes`` is loaded on first need."""
 
@@ -189,7 +222,7 @@ class Scope:
         self._base = {
             "input": ctx.input,
             "execution_input": ctx.execution_input,
-            "execution": {"id": ctx.execution_id, "input": ctx.execution_input},
+            "execution": ExecutionVariables(ctx.execution_id, ctx.execution_input),
             "execution_id": ctx.execution_id,
             "credentials": TemplateCredentials(ctx.owner_id),
         }

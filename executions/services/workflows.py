@@ -14,6 +14,7 @@ from django.db.models import Exists, OuterRef
 
 from executions.engine.retry import retry_policy
 from executions.errors import Conflict
+from executions.events.triggers import event_triggers_sync
 from executions.models import Connection, Execution, Node, Workflow, WorkflowVersion
 from executions.services.executions import execution_terminate
 from executions.states import EXECUTION_ACTIVE, ExecutionStatus
@@ -25,7 +26,7 @@ _NOT_VERSIONED = ("webhook_token",)
 
 def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
     """The normalized snapshot document of validated workflow data (defaults filled in)."""
-    return {
+    doc = {
         "name": data["name"],
         "description": data.get("description", ""),
         "is_active": data.get("is_active", True),
@@ -57,6 +58,11 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
             for c in data.get("connections", [])
         ],
     }
+    # Only when set, so that the versions of workflows saved before event triggers existed
+    # stay equal to their documents.
+    if data.get("events"):
+        doc["events"] = list(data["events"])
+    return doc
 
 
 def _write_rows(workflow: Workflow, doc: dict[str, Any]) -> None:
@@ -102,6 +108,7 @@ def _apply_settings(workflow: Workflow, doc: dict[str, Any]) -> None:
         "debounce",
     ):
         setattr(workflow, field, doc[field])
+    workflow.events = doc.get("events", [])
     if not workflow.webhook_enabled:
         # Turning webhooks off forgets the token: enabling them again must take a new one
         # (POST .../webhook-token/), never bring back a token that was given out before.
@@ -204,6 +211,7 @@ def _active(workflow: Workflow):
 def _after_save(workflow: Workflow) -> None:
     """Hook for triggers that live outside the workflow rows (schedules)."""
     schedule_sync(workflow=workflow)
+    event_triggers_sync(workflow=workflow)
 
 
 def _after_delete(workflow: Workflow) -> None:
