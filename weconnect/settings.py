@@ -324,3 +324,11 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": WECONNECT_RECOVERY_INTERVAL_SECONDS * 3},
     },
 }
+
+# --- Admin (the run inspector) ---------------------------------------------------------------
+# Where the admin links an execution's Celery tasks (Flower's /task/<id> pages).
+WECONNECT_FLOWER_URL = env_str(
+    "WECONNECT_FLOWER_URL", f"http://127.0.0.1:{env_int('FLOWER_PORT', 5555, minimum=1)}"
+).rstrip("/")
+# How often a running execution's admin page refreshes itself (milliseconds).
+WECONNECT_ADMIN_REFRESH_MS = env_int("WECONNECT_ADMIN_REFRESH_MS", 1500, minimum=200)

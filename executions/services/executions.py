@@ -259,9 +259,12 @@ def _release_execution_keys(execution_id) -> None:
         )
 
 
-def execution_retry(*, execution: Execution, mode: str = "from_failed") -> Execution:
+def execution_retry(
+    *, execution: Execution, mode: str = "from_failed", input: Any = None
+) -> Execution:
     """Start a new execution of the same workflow version with ``retry_of`` set. With
-    ``from_failed`` the node runs that succeeded are copied as succeeded (not run again)."""
+    ``from_failed`` the node runs that succeeded are copied as succeeded (not run again).
+    ``input`` replaces the old execution's input (None: the same input)."""
     if execution.status in EXECUTION_ACTIVE:
         raise Conflict(f"execution is still {execution.status}; cancel it or wait for it to finish")
     if not execution.workflow.is_active:
@@ -271,7 +274,7 @@ def execution_retry(*, execution: Execution, mode: str = "from_failed") -> Execu
         reuse = list(execution.node_runs.filter(status=N.SUCCEEDED))
     new, _ = execution_create(
         workflow=execution.workflow,
-        input=execution.input,
+        input=execution.input if input is None else input,
         trigger=Trigger.RETRY,
         snapshot=execution.snapshot,
         retry_of=execution,

@@ -1,0 +1,88 @@
+"""The history of an execution's node runs, as a list of events in time order.
+
+Derived from the node-run rows, which the engine already writes on every hop, so keeping it
+costs the hot path nothing: queued, each failed attempt that was retried (its error and the
+backoff that followed), the last attempt's start and its end (or skip or cancel).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from executions.states import NodeRunStatus
+
+N = NodeRunStatus
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def node_run_history(run) -> list[dict[str, Any]]:
+    """Events of one node run, oldest first: ``{"at", "node", "event", "attempt", ...}``.
+    ``at`` is None where the rows keep no time (an earlier attempt of a retried run)."""
+    events: list[dict[str, Any]] = []
+
+    def add(event: str, at: datetime | None, **extra: Any) -> None:
+        events.append({"at": _iso(at), "node": run.node, "event": event, **extra})
+
+    if run.queued_at:
+        add("queued", run.queued_at)
+    delays = list(run.retry_delays or [])
+    last_error = run.error if isinstance(run.error, dict) else None
+    # Attempts 1..len(delays) failed and were retried; the rows keep the delays, and the
+    # error of the latest retried attempt while the run is retrying.
+    for i, delay in enumerate(delays, start=1):
+        retried_error = last_error if run.status == N.RETRYING and i == len(delays) else None
+        add("attempt_failed", None, attempt=i, error=retried_error)
+        wait_end = run.next_attempt_at if run.status == N.RETRYING and i == len(delays) else None
+        if wait_end is None and i == len(delays) and run.started_at:
+            wait_end = run.started_at
+        add(
+            "retry_wait",
+            wait_end - timedelta(seconds=float(delay)) if wait_end else None,
+            attempt=i,
+            seconds=float(delay),
+            until=_iso(wait_end),
+        )
+    if run.started_at and run.attempts:
+        add("started", run.started_at, attempt=run.attempts, task_id=run.task_id)
+    if run.finished_at:
+        if run.status in (N.SUCCEEDED, N.FAILED):
+            extra: dict[str, Any] = {"attempt": run.attempts}
+            if run.status == N.FAILED:
+                extra["error"] = last_error
+            add(run.status, run.finished_at, **extra)
+        elif run.status in (N.SKIPPED, N.CANCELLED):
+            add(run.status, run.finished_at)
+    elif run.status == N.QUEUED and run.next_attempt_at and run.started_at:
+        add("waiting", run.next_attempt_at, until=_iso(run.next_attempt_at), state=run.state)
+    return events
+
+
+def execution_events(execution, runs) -> list[dict[str, Any]]:
+    """Every node run's events, oldest first (events without a time stay beside their run)."""
+    events: list[dict[str, Any]] = [
+        {"at": _iso(execution.created_at), "node": None, "event": "created"}
+    ]
+    for run in runs:
+        events += node_run_history(run)
+    if execution.started_at:
+        events.append({"at": _iso(execution.started_at), "node": None, "event": "started"})
+    if execution.finished_at:
+        events.append(
+            {
+                "at": _iso(execution.finished_at),
+                "node": None,
+                "event": execution.status,
+                "error": execution.error,
+            }
+        )
+    # A stable sort by time; untimed events take the time of the event before them.
+    last = events[0]["at"]
+    keyed = []
+    for i, e in enumerate(events):
+        last = e["at"] or last
+        keyed.append((last, i, e))
+    return [e for _, _, e in sorted(keyed, key=lambda t: (t[0] or "", t[1]))]
