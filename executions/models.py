@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from executions.states import ExecutionStatus, NodeRunStatus, Trigger
+from executions.states import BulkStatus, ExecutionStatus, NodeRunStatus, Trigger
 
 
 class Workflow(models.Model):
@@ -212,6 +212,50 @@ class NodeRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class BulkOperation(models.Model):
+    """An asynchronous retry or cancel of every execution matching a filter.
+
+    The set is fixed when the job is created (executions created before it, matching the
+    filter), so a retry job never retries the executions it starts itself. ``matched``,
+    ``done`` and ``failed`` are updated as it goes; ``errors`` keeps the first refusals."""
+
+    class Action(models.TextChoices):
+        RETRY = "retry"
+        CANCEL = "cancel"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_operations"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    filter = models.JSONField(default=dict, blank=True)
+    mode = models.CharField(max_length=16, default="from_failed")
+    status = models.CharField(max_length=16, choices=BulkStatus.choices, default=BulkStatus.PENDING)
+    matched = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Idempotency-Key: the same key from the same user is one job, even when two
+            # requests race (the second INSERT fails and answers with the first job).
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="bulk_operation_idempotency_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.id} ({self.status})"
 
 
 from executions.credentials.models import Credential  # noqa: E402,F401  (owned by executions)

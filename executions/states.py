@@ -32,6 +32,12 @@ class NodeRunStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+class BulkStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
 class Trigger(models.TextChoices):
     API = "api"
     WEBHOOK = "webhook"
@@ -67,6 +73,13 @@ NODE_RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     N.FAILED: frozenset({N.RUNNING, N.QUEUED, N.RETRYING}),
     N.SKIPPED: frozenset({N.PENDING}),
     N.CANCELLED: frozenset({N.PENDING, N.QUEUED, N.RUNNING, N.RETRYING}),
+}
+
+
+# A bulk operation is run once: claimed from pending, finished from running.
+BULK_TRANSITIONS: dict[str, frozenset[str]] = {
+    BulkStatus.RUNNING: frozenset({BulkStatus.PENDING}),
+    BulkStatus.FINISHED: frozenset({BulkStatus.RUNNING}),
 }
 
 

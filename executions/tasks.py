@@ -6,6 +6,8 @@ from celery import shared_task
 
 from executions.engine.recovery import recovery_run
 from executions.engine.runner import node_run_execute
+from executions.services.bulk import TASK_NAME as BULK_TASK_NAME
+from executions.services.bulk import bulk_operation_run
 from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnect.run_scheduled)
 
 
@@ -34,3 +36,8 @@ def check_deadline(execution_id: str) -> bool:
     from executions.services.executions import execution_time_out_if_due
 
     return execution_time_out_if_due(execution_id=execution_id)
+
+
+@shared_task(name=BULK_TASK_NAME, ignore_result=True, acks_late=True)
+def bulk_operation(operation_id: str) -> str:
+    return bulk_operation_run(operation_id=operation_id)

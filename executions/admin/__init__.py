@@ -4,4 +4,4 @@ a run inspector (graph, timeline, failure summary, every node's input and output
 # The node types load before the credential services: the admin is discovered before this
 # app's ready(), and the two import each other.
 from executions import nodes  # noqa: F401
-from executions.admin import credentials, runs, workflows  # noqa: F401  (registers the admins)
+from executions.admin import bulk, credentials, runs, workflows  # noqa: F401  (registers the admins)

@@ -21,6 +21,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from executions.admin.bulk import bulk_cancel, bulk_retry
 from executions.admin.graphs import STATUS_COLOURS, graph_svg, timeline_svg
 from executions.admin.inspect import (
     display_status,
@@ -175,7 +176,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     list_filter = ["status", "trigger", "workflow", "created_at"]
     search_fields = ["id", "workflow__name", "idempotency_key"]
     list_select_related = ["workflow"]
-    actions = [cancel_executions, retry_executions]
+    actions = [cancel_executions, retry_executions, bulk_retry, bulk_cancel]
     date_hierarchy = "created_at"
     list_per_page = 50
     fields = [
