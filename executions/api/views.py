@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -77,10 +77,24 @@ class WorkflowViewSet(
     def perform_destroy(self, instance):
         workflow_services.workflow_delete(workflow=instance)
 
+    def get_serializer_class(self):
+        # The browsable API builds each action's form from this: execute takes an input only.
+        return {
+            "execute": s.ExecuteInputSerializer,
+            "webhook_token": serializers.Serializer,
+        }.get(self.action, s.WorkflowOutputSerializer)
+
     @extend_schema(
         request=s.ExecuteInputSerializer,
         parameters=[IDEMPOTENCY_HEADER],
         responses={202: s.ExecutionOutputSerializer, 200: s.ExecutionOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Start an execution",
+                value={"input": {"order_id": 42, "customer": "ada@example.com"}},
+                request_only=True,
+            )
+        ],
     )
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
@@ -119,6 +133,13 @@ class ExecutionFilterSerializer(serializers.Serializer):
 
 class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ExecutionOutputSerializer
+
+    def get_serializer_class(self):
+        # The browsable API's forms for the actions: retry takes a mode, cancel nothing.
+        return {
+            "retry": s.RetryRequestSerializer,
+            "cancel": serializers.Serializer,
+        }.get(self.action, s.ExecutionOutputSerializer)
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user, typed id
