@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-embedded services bench lint clean
+.PHONY: install run test test-embedded services browser bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,16 @@ services:
 run: install
 	$(BIN)/python -m weconnect.devstack
 
-test: install services
+# The browser tests drive the distribution's Chromium; install it when it is missing and
+# apt-get is at hand (as root, or through passwordless sudo). Without it they skip.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  ( $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver ) \
+	    || echo "Chromium not installed: the browser tests will be skipped"; \
+	fi
+
+test: install services browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-embedded: install

@@ -141,6 +141,13 @@ def inspector_context(execution: Execution, *, now=None) -> dict[str, Any]:
     return {
         "execution": execution,
         "active": execution.status in EXECUTION_ACTIVE,
+        "is_terminal": execution.status not in EXECUTION_ACTIVE,
+        "can_retry_from_failed": execution.status
+        in (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.CANCELLED),
+        "retries": list(execution.retries.order_by("created_at").values_list("id", "status")),
+        "live_url": reverse("admin:executions_execution_live", args=[execution.pk]),
+        "cancel_url": reverse("admin:executions_execution_cancel", args=[execution.pk]),
+        "retry_url": reverse("admin:executions_execution_retry", args=[execution.pk]),
         "short_id": short_id(execution.id),
         "status_badge": status_badge(execution.status),
         "created": fmt_datetime(execution.created_at),
@@ -325,23 +332,5 @@ class ExecutionAdmin(admin.ModelAdmin):
         execution = self._execution(object_id)
         if execution is not None:
             extra_context.update(inspector_context(execution))
-            extra_context["retries"] = list(
-                execution.retries.order_by("created_at").values_list("id", "status")
-            )
-            extra_context["live_url"] = reverse(
-                "admin:executions_execution_live", args=[execution.pk]
-            )
-            extra_context["cancel_url"] = reverse(
-                "admin:executions_execution_cancel", args=[execution.pk]
-            )
-            extra_context["retry_url"] = reverse(
-                "admin:executions_execution_retry", args=[execution.pk]
-            )
             extra_context["refresh_ms"] = settings.WECONNECT_ADMIN_REFRESH_MS
-            extra_context["is_terminal"] = execution.status not in EXECUTION_ACTIVE
-            extra_context["can_retry_from_failed"] = execution.status in (
-                ExecutionStatus.FAILED,
-                ExecutionStatus.TIMED_OUT,
-                ExecutionStatus.CANCELLED,
-            )
         return super().change_view(request, object_id, form_url, extra_context)

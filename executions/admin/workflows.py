@@ -21,7 +21,12 @@ from executions.admin.inspect import flatten_errors, inline_svg, is_uuid, status
 from executions.api.serializers import WorkflowInputSerializer
 from executions.models import Execution, Workflow, WorkflowVersion
 from executions.services.executions import Conflict, execution_create
-from executions.services.workflows import workflow_create, workflow_delete, workflow_replace
+from executions.services.workflows import (
+    workflow_create,
+    workflow_delete,
+    workflow_document,
+    workflow_replace,
+)
 from executions.states import ExecutionStatus, Trigger
 from executions.triggers.schedules import schedule_task_name
 from executions.validation import validate_graph
@@ -73,12 +78,17 @@ class WorkflowForm(forms.ModelForm):
                 .values_list("graph", flat=True)
                 .first()
             )
-            self.initial["document"] = graph or {
-                **EXAMPLE_DOCUMENT,
-                "name": self.instance.name,
-                "nodes": [],
-                "connections": [],
-            }
+            # Shown in the order the API documents it (jsonb keeps keys in its own order).
+            self.initial["document"] = (
+                workflow_document(graph)
+                if graph
+                else {
+                    **EXAMPLE_DOCUMENT,
+                    "name": self.instance.name,
+                    "nodes": [],
+                    "connections": [],
+                }
+            )
         elif self.instance._state.adding and "document" not in self.initial:
             self.initial["document"] = EXAMPLE_DOCUMENT
         self.validated_data: dict[str, Any] | None = None

@@ -50,11 +50,8 @@
         if (g.dataset.node === selected.dataset.node) g.classList.add("wc-selected");
       });
     }
-    const badge = document.getElementById("wc-status");
-    if (badge) badge.textContent = body.status;
     root.dataset.active = body.active ? "1" : "0";
     if (body.active) setTimeout(refresh, every);
-    else window.location.reload();  // finished: the buttons change (retry instead of cancel)
   }
   setTimeout(refresh, every);
 })();
