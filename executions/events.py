@@ -2,7 +2,8 @@
 
 Derived from the node-run rows, which the engine already writes on every hop, so keeping it
 costs the hot path nothing: queued, each failed attempt that was retried (its error and the
-backoff that followed), the last attempt's start and its end (or skip or cancel).
+backoff that followed), the last attempt's start and its end (or skip or cancel). Acts on the
+execution itself (pause, unpause) are rows of ExecutionEvent, written with the act.
 """
 
 from __future__ import annotations
@@ -61,13 +62,24 @@ def node_run_history(run) -> list[dict[str, Any]]:
     return events
 
 
-def execution_events(execution, runs) -> list[dict[str, Any]]:
-    """Every node run's events, oldest first (events without a time stay beside their run)."""
+def execution_events(execution, runs, recorded=()) -> list[dict[str, Any]]:
+    """Every node run's events and the ``recorded`` ExecutionEvent rows (pause, unpause),
+    oldest first (events without a time stay beside their run)."""
     events: list[dict[str, Any]] = [
         {"at": _iso(execution.created_at), "node": None, "event": "created"}
     ]
     for run in runs:
         events += node_run_history(run)
+    for row in recorded:
+        events.append(
+            {
+                "at": _iso(row.at),
+                "node": row.node,
+                "event": row.event,
+                "actor": row.actor,
+                **row.data,
+            }
+        )
     if execution.started_at:
         events.append({"at": _iso(execution.started_at), "node": None, "event": "started"})
     if execution.finished_at:
@@ -85,4 +97,6 @@ def execution_events(execution, runs) -> list[dict[str, Any]]:
     for i, e in enumerate(events):
         last = e["at"] or last
         keyed.append((last, i, e))
-    return [e for _, _, e in sorted(keyed, key=lambda t: (t[0] or "", t[1]))]
+    # "created" stays first: the start nodes' queue time is taken a moment before the row's.
+    created, rest = keyed[0][2], keyed[1:]
+    return [created] + [e for _, _, e in sorted(rest, key=lambda t: (t[0] or "", t[1]))]

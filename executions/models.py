@@ -214,6 +214,27 @@ class NodeRun(models.Model):
         return None
 
 
+class ExecutionEvent(models.Model):
+    """An append-only record of what was done *to* an execution (paused, unpaused, cancelled,
+    retried), written in the same transaction as the act itself. What the engine does on each
+    hop is derived from the node-run rows instead (executions.events), so the hot path writes
+    nothing here."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField()
+    event = models.CharField(max_length=32)
+    node = models.CharField(max_length=64, null=True, blank=True)
+    actor = models.CharField(max_length=200, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["execution", "at"], name="execution_event_at")]
+
+    def __str__(self) -> str:
+        return f"{self.execution_id} {self.event} at {self.at}"
+
+
 class BulkOperation(models.Model):
     """An asynchronous retry or cancel of every execution matching a filter.
 

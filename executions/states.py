@@ -19,6 +19,9 @@ class ExecutionStatus(models.TextChoices):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    # Paused: no node run starts (claims refuse, queued runs stay queued), running ones finish
+    # and record their result but schedule nothing; the deadline still applies.
+    PAUSED = "paused"
 
 
 class NodeRunStatus(models.TextChoices):
@@ -49,18 +52,23 @@ class Trigger(models.TextChoices):
 
 E, N = ExecutionStatus, NodeRunStatus
 
+# Active: node runs may start and the engine schedules successors. A paused execution is not
+# active but not finished either: it can still be cancelled, time out, or be unpaused.
 EXECUTION_ACTIVE = frozenset({E.PENDING, E.RUNNING})
+EXECUTION_UNFINISHED = EXECUTION_ACTIVE | {E.PAUSED}
 EXECUTION_TERMINAL = frozenset({E.SUCCEEDED, E.FAILED, E.CANCELLED, E.TIMED_OUT})
 NODE_ACTIVE = frozenset({N.PENDING, N.QUEUED, N.RUNNING, N.RETRYING})
 NODE_TERMINAL = frozenset({N.SUCCEEDED, N.FAILED, N.SKIPPED, N.CANCELLED})
 
 # target status -> the statuses it may be reached from.
 EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
-    E.RUNNING: frozenset({E.PENDING}),
+    # running from paused: unpause.
+    E.RUNNING: frozenset({E.PENDING, E.PAUSED}),
+    E.PAUSED: frozenset({E.PENDING, E.RUNNING}),
     E.SUCCEEDED: frozenset({E.PENDING, E.RUNNING}),
     E.FAILED: frozenset({E.PENDING, E.RUNNING}),
-    E.CANCELLED: frozenset({E.PENDING, E.RUNNING}),
-    E.TIMED_OUT: frozenset({E.PENDING, E.RUNNING}),
+    E.CANCELLED: frozenset({E.PENDING, E.RUNNING, E.PAUSED}),
+    E.TIMED_OUT: frozenset({E.PENDING, E.RUNNING, E.PAUSED}),
 }
 
 NODE_RUN_TRANSITIONS: dict[str, frozenset[str]] = {

@@ -40,6 +40,7 @@ STATUS_COLOURS: dict[str, str] = {
     "skipped": "#d1d5db",
     "cancelled": "#e9d5ff",
     "timed_out": "#fed7aa",
+    "paused": "#e0e7ff",
 }
 STROKE = {"success": "#4b5563", "error": "#dc2626"}
 

@@ -41,7 +41,8 @@ from executions.admin.inspect import (
 from executions.events import node_run_history
 from executions.models import Execution
 from executions.services.executions import Conflict, execution_cancel, execution_retry
-from executions.states import EXECUTION_ACTIVE, ExecutionStatus
+from executions.services.pause import execution_pause, execution_unpause
+from executions.states import EXECUTION_ACTIVE, EXECUTION_UNFINISHED, ExecutionStatus
 
 
 @admin.action(description="Cancel selected executions")
@@ -106,7 +107,12 @@ def inspector_context(execution: Execution, *, now=None) -> dict[str, Any]:
                 ),
                 "queue_wait": fmt_duration(queue_wait),
                 "retry_waits": ", ".join(fmt_duration(float(d)) for d in run.retry_delays or []),
-                "waiting": waiting_for(run, now),
+                "waiting": (
+                    "held: the execution is paused"
+                    if execution.status == ExecutionStatus.PAUSED
+                    and run.status in ("queued", "retrying")
+                    else waiting_for(run, now)
+                ),
                 "input": pretty(redact(run.input)),
                 "output": pretty(redact(run.output)),
                 "error": pretty(redact(run.error)) if run.error else "",
@@ -140,14 +146,19 @@ def inspector_context(execution: Execution, *, now=None) -> dict[str, Any]:
     ]
     return {
         "execution": execution,
-        "active": execution.status in EXECUTION_ACTIVE,
-        "is_terminal": execution.status not in EXECUTION_ACTIVE,
+        # Paused executions keep refreshing: their running nodes finish meanwhile.
+        "active": execution.status in EXECUTION_UNFINISHED,
+        "is_terminal": execution.status not in EXECUTION_UNFINISHED,
+        "can_pause": execution.status in EXECUTION_ACTIVE,
+        "is_paused": execution.status == ExecutionStatus.PAUSED,
         "can_retry_from_failed": execution.status
         in (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.CANCELLED),
         "retries": list(execution.retries.order_by("created_at").values_list("id", "status")),
         "live_url": reverse("admin:executions_execution_live", args=[execution.pk]),
         "cancel_url": reverse("admin:executions_execution_cancel", args=[execution.pk]),
         "retry_url": reverse("admin:executions_execution_retry", args=[execution.pk]),
+        "pause_url": reverse("admin:executions_execution_pause", args=[execution.pk]),
+        "unpause_url": reverse("admin:executions_execution_unpause", args=[execution.pk]),
         "short_id": short_id(execution.id),
         "status_badge": status_badge(execution.status),
         "created": fmt_datetime(execution.created_at),
@@ -251,6 +262,16 @@ class ExecutionAdmin(admin.ModelAdmin):
             path(
                 "<path:object_id>/retry/", view(self.retry_view), name="executions_execution_retry"
             ),
+            path(
+                "<path:object_id>/pause/",
+                view(self.pause_view),
+                name="executions_execution_pause",
+            ),
+            path(
+                "<path:object_id>/unpause/",
+                view(self.unpause_view),
+                name="executions_execution_unpause",
+            ),
             *super().get_urls(),
         ]
 
@@ -289,6 +310,24 @@ class ExecutionAdmin(admin.ModelAdmin):
                     execution=execution, reason=f"cancelled in the admin by {request.user}"
                 )
                 self.message_user(request, "Execution cancelled.", messages.SUCCESS)
+            except Conflict as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        return self._page(execution)
+
+    def pause_view(self, request, object_id):
+        return self._control(request, object_id, execution_pause, "Execution paused.")
+
+    def unpause_view(self, request, object_id):
+        return self._control(request, object_id, execution_unpause, "Execution unpaused.")
+
+    def _control(self, request, object_id, service, done: str):
+        execution = self._execution(object_id)
+        if execution is None:
+            return HttpResponseRedirect(reverse("admin:executions_execution_changelist"))
+        if request.method == "POST":
+            try:
+                service(execution=execution, actor=str(request.user))
+                self.message_user(request, done, messages.SUCCESS)
             except Conflict as exc:
                 self.message_user(request, str(exc), messages.WARNING)
         return self._page(execution)

@@ -215,3 +215,19 @@ class NodeTypeOutputSerializer(serializers.Serializer):
 class WebhookTokenOutputSerializer(serializers.Serializer):
     webhook_token = serializers.CharField()
     webhook_url = serializers.CharField()
+
+
+class ExecutionEventSerializer(serializers.Serializer):
+    at = serializers.CharField(allow_null=True, help_text="ISO time; null for an earlier attempt")
+    event = serializers.CharField(
+        help_text="created, started, queued, attempt_failed, retry_wait, waiting, succeeded, "
+        "failed, skipped, cancelled, timed_out, paused, unpaused"
+    )
+    node = serializers.CharField(allow_null=True)
+    attempt = serializers.IntegerField(required=False)
+    seconds = serializers.FloatField(required=False)
+    until = serializers.CharField(required=False, allow_null=True)
+    error = serializers.JSONField(required=False, allow_null=True)
+    task_id = serializers.CharField(required=False)
+    actor = serializers.CharField(required=False)
+    state = serializers.JSONField(required=False, allow_null=True)

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from executions import selectors
 from executions.api import serializers as s
+from executions.events import execution_events
 from executions.models import Execution, NodeRun, Workflow
 from executions.nodes import node_types
 from executions.services import workflows as workflow_services
@@ -23,6 +24,7 @@ from executions.services.executions import (
     execution_create,
     execution_retry,
 )
+from executions.services.pause import execution_pause, execution_unpause
 from executions.states import ExecutionStatus, Trigger
 from executions.triggers.webhooks import webhook_token_rotate
 
@@ -139,6 +141,8 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
         return {
             "retry": s.RetryRequestSerializer,
             "cancel": serializers.Serializer,
+            "pause": serializers.Serializer,
+            "unpause": serializers.Serializer,
         }.get(self.action, s.ExecutionOutputSerializer)
 
     def get_queryset(self):
@@ -168,6 +172,32 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
         execution = self.get_object()
         execution = execution_cancel(execution=execution)
         return Response(execution_document(execution))
+
+    @extend_schema(request=None, responses={200: s.ExecutionOutputSerializer})
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        """Start no new node runs; running ones finish. 409 unless pending or running."""
+        execution = execution_pause(execution=self.get_object(), actor=str(request.user))
+        return Response(execution_document(execution))
+
+    @extend_schema(request=None, responses={200: s.ExecutionOutputSerializer})
+    @action(detail=True, methods=["post"])
+    def unpause(self, request, pk=None):
+        """Continue a paused execution where it stopped. 409 unless paused."""
+        execution = execution_unpause(execution=self.get_object(), actor=str(request.user))
+        return Response(execution_document(execution))
+
+    @extend_schema(request=None, responses={200: s.ExecutionEventSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        """The execution's history, oldest first: every node run's queue, attempts, retry
+        waits and end, and what was done to the execution (pause, unpause)."""
+        execution = self.get_object()
+        runs = execution.node_runs.order_by("id")
+        recorded = execution.events.all()
+        return Response(
+            s.ExecutionEventSerializer(execution_events(execution, runs, recorded), many=True).data
+        )
 
     @extend_schema(request=s.RetryRequestSerializer, responses={202: s.ExecutionOutputSerializer})
     @action(detail=True, methods=["post"])

@@ -20,6 +20,7 @@ from executions.graph import Graph, Outcome, decide, find_cycle, node_input
 from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
 from executions.states import (
     EXECUTION_ACTIVE,
+    EXECUTION_UNFINISHED,
     NODE_RUN_TRANSITIONS,
     ExecutionStatus,
     NodeRunStatus,
@@ -191,7 +192,7 @@ def execution_terminate(
             if (
                 only_if_due
                 and not Execution.objects.filter(
-                    id=execution_id, status__in=EXECUTION_ACTIVE, deadline_at__lte=now
+                    id=execution_id, status__in=EXECUTION_UNFINISHED, deadline_at__lte=now
                 ).exists()
             ):
                 return False
@@ -204,7 +205,7 @@ def execution_terminate(
         _release_execution_keys(execution_id)
         # Sub-workflows started by this execution stop with it.
         for child in Execution.objects.filter(
-            parent_node_run__execution_id=execution_id, status__in=EXECUTION_ACTIVE
+            parent_node_run__execution_id=execution_id, status__in=EXECUTION_UNFINISHED
         ).values_list("id", flat=True):
             execution_terminate(
                 execution_id=child,
@@ -265,7 +266,7 @@ def execution_retry(
     """Start a new execution of the same workflow version with ``retry_of`` set. With
     ``from_failed`` the node runs that succeeded are copied as succeeded (not run again).
     ``input`` replaces the old execution's input (None: the same input)."""
-    if execution.status in EXECUTION_ACTIVE:
+    if execution.status in EXECUTION_UNFINISHED:
         raise Conflict(f"execution is still {execution.status}; cancel it or wait for it to finish")
     if not execution.workflow.is_active:
         raise Conflict("workflow is inactive")
