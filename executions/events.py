@@ -1,8 +1,10 @@
 """The history of an execution's node runs, as a list of events in time order.
 
 Derived from the node-run rows, which the engine already writes on every hop, so keeping it
-costs the hot path nothing: queued, each failed attempt that was retried (its error and the
-backoff that followed), the last attempt's start and its end (or skip or cancel). Acts on the
+costs the hot path nothing: queued; each attempt that failed and was retried, from the run's
+``attempt_log`` (start, end, worker, error and the backoff that followed, appended by the same
+UPDATE that schedules the retry); the last attempt's start and worker (written by the claim)
+and its end (or skip or cancel). Acts on the
 execution itself (pause, unpause) are rows of ExecutionEvent, written with the act.
 """
 
@@ -20,6 +22,10 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
 def node_run_history(run) -> list[dict[str, Any]]:
     """Events of one node run, oldest first: ``{"at", "node", "event", "attempt", ...}``.
     ``at`` is None where the rows keep no time (an earlier attempt of a retried run)."""
@@ -31,24 +37,47 @@ def node_run_history(run) -> list[dict[str, Any]]:
     if run.queued_at:
         add("queued", run.queued_at)
     delays = list(run.retry_delays or [])
+    log = list(getattr(run, "attempt_log", None) or [])
     last_error = run.error if isinstance(run.error, dict) else None
-    # Attempts 1..len(delays) failed and were retried; the rows keep the delays, and the
-    # error of the latest retried attempt while the run is retrying.
-    for i, delay in enumerate(delays, start=1):
-        retried_error = last_error if run.status == N.RETRYING and i == len(delays) else None
-        add("attempt_failed", None, attempt=i, error=retried_error)
-        wait_end = run.next_attempt_at if run.status == N.RETRYING and i == len(delays) else None
-        if wait_end is None and i == len(delays) and run.started_at:
-            wait_end = run.started_at
+    if log:
+        # Each retried attempt as recorded when its retry was scheduled.
+        for entry in log:
+            add(
+                "started",
+                _parse(entry.get("started_at")),
+                attempt=entry.get("attempt"),
+                worker=entry.get("worker"),
+            )
+            finished = _parse(entry.get("finished_at"))
+            add(
+                "attempt_failed",
+                finished,
+                attempt=entry.get("attempt"),
+                worker=entry.get("worker"),
+                error=entry.get("error"),
+            )
+            wait = float(entry.get("wait_seconds") or 0)
+            add(
+                "retry_wait",
+                finished,
+                attempt=entry.get("attempt"),
+                seconds=wait,
+                until=_iso(finished + timedelta(seconds=wait)) if finished else None,
+            )
+    else:
+        # Rows written before attempts were recorded: the delays alone, without times.
+        for i, delay in enumerate(delays, start=1):
+            retried_error = last_error if run.status == N.RETRYING and i == len(delays) else None
+            add("attempt_failed", None, attempt=i, error=retried_error)
+            add("retry_wait", None, attempt=i, seconds=float(delay))
+    if run.started_at and run.attempts and run.status != N.RETRYING:
         add(
-            "retry_wait",
-            wait_end - timedelta(seconds=float(delay)) if wait_end else None,
-            attempt=i,
-            seconds=float(delay),
-            until=_iso(wait_end),
+            "started",
+            run.started_at,
+            attempt=run.attempts,
+            task_id=run.task_id,
+            worker=getattr(run, "worker", "") or None,
         )
-    if run.started_at and run.attempts:
-        add("started", run.started_at, attempt=run.attempts, task_id=run.task_id)
     if run.finished_at:
         if run.status in (N.SUCCEEDED, N.FAILED):
             extra: dict[str, Any] = {"attempt": run.attempts}

@@ -178,6 +178,11 @@ class NodeRun(models.Model):
     # A running run whose lease is past was lost with its worker (heartbeats extend it).
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     retry_delays = models.JSONField(default=list, blank=True)
+    # The worker running the current (or last) attempt, set by the claim in the same statement.
+    worker = models.CharField(max_length=255, blank=True, default="")
+    # One record per attempt that failed and was retried (start, end, worker, error, wait),
+    # appended by the same UPDATE that schedules the retry: the event log's source for them.
+    attempt_log = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["id"]

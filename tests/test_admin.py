@@ -20,9 +20,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def panel(html: str, name: str) -> str:
-    found = re.search(
-        rf'<(fieldset|section) class="module[^"]* wc-{name}">(.*?)</\1>', html, re.S
-    )
+    found = re.search(rf'<(fieldset|section) class="module[^"]* wc-{name}">(.*?)</\1>', html, re.S)
     assert found, f"no {name} panel"
     return found.group(2)
 

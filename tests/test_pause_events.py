@@ -109,8 +109,10 @@ def test_events_of_a_retried_failure(api, worker, user):
     flaky = [(e["event"], e.get("attempt")) for e in events if e["node"] == "flaky"]
     assert flaky == [
         ("queued", None),
+        ("started", 1),
         ("attempt_failed", 1),
         ("retry_wait", 1),
+        ("started", 2),
         ("attempt_failed", 2),
         ("retry_wait", 2),
         ("started", 3),
@@ -118,6 +120,15 @@ def test_events_of_a_retried_failure(api, worker, user):
     ]
     waits = [e["seconds"] for e in events if e["event"] == "retry_wait"]
     assert waits == [0.05, 0.1]
+    # Every attempt has its start, end and worker; each wait ends where the next attempt
+    # could start.
+    mine = [e for e in events if e["node"] == "flaky"]
+    assert all(e["at"] for e in mine)
+    assert {e["worker"] for e in mine if e["event"] == "started"} == {worker.hostname}
+    first_failed = next(e for e in mine if e["event"] == "attempt_failed")
+    assert first_failed["error"]["message"] == "planned failure on attempt 1"
+    starts = [e["at"] for e in mine if e["event"] == "started"]
+    assert starts == sorted(starts)
     failed = next(e for e in events if e["event"] == "failed" and e["node"] == "flaky")
     assert failed["error"]["message"] == "planned failure on attempt 3"
     assert events[0]["event"] == "created" and events[-1]["event"] == "failed"

@@ -230,4 +230,5 @@ class ExecutionEventSerializer(serializers.Serializer):
     error = serializers.JSONField(required=False, allow_null=True)
     task_id = serializers.CharField(required=False)
     actor = serializers.CharField(required=False)
+    worker = serializers.CharField(required=False, allow_null=True)
     state = serializers.JSONField(required=False, allow_null=True)

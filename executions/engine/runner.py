@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from executions.credentials import redaction
 from executions.engine import dispatch, heartbeat
+from executions.engine.attempts import attempt_record, worker_name
 from executions.engine.retry import backoff_delay, should_retry
 from executions.engine.scheduler import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
@@ -52,7 +53,8 @@ _CLAIM_SQL = """
 WITH claimed AS (
     UPDATE executions_noderun AS nr
        SET status = 'running', attempts = nr.attempts + 1, started_at = %(now)s,
-           lease_expires_at = %(lease)s, task_id = %(task_id)s, next_attempt_at = NULL
+           lease_expires_at = %(lease)s, task_id = %(task_id)s, next_attempt_at = NULL,
+           worker = %(worker)s
       FROM executions_execution AS e, executions_workflow AS w
      WHERE nr.execution_id = %(execution_id)s AND nr.node = %(node)s
        AND e.id = nr.execution_id AND w.id = e.workflow_id
@@ -61,7 +63,7 @@ WITH claimed AS (
        AND (nr.next_attempt_at IS NULL OR nr.next_attempt_at <= %(not_before)s)
     RETURNING nr.id, nr.attempts, nr.input, nr.state, nr.retry_delays, nr.reassignments,
               nr.queued_at, nr.started_at, e.status, e.input, e.snapshot_id, e.depth,
-              e.parent_node_run_id, w.id AS workflow_id, w.owner_id
+              e.parent_node_run_id, w.id AS workflow_id, w.owner_id, nr.attempt_log
 ), started AS (
     UPDATE executions_execution SET status = 'running', started_at = %(now)s
      WHERE id = %(execution_id)s AND status = 'pending'
@@ -88,6 +90,7 @@ def _claim_postgres(execution_id: str, node: str, task_id: str, now, lease) -> N
                 "execution_id": execution_id,
                 "node": node,
                 "not_before": now + _EARLY_TOLERANCE,
+                "worker": worker_name(),
             },
         )
         row = cursor.fetchone()
@@ -109,6 +112,7 @@ def _claim_postgres(execution_id: str, node: str, task_id: str, now, lease) -> N
         parent_id,
         workflow_id,
         owner_id,
+        attempt_log,
         started,
     ) = row
     if started:
@@ -132,6 +136,7 @@ def _claim_postgres(execution_id: str, node: str, task_id: str, now, lease) -> N
         input=_json(input_),
         state=_json(state),
         retry_delays=_json(delays) or [],
+        attempt_log=_json(attempt_log) or [],
         reassignments=reassignments,
         queued_at=queued_at,
         started_at=started_at,
@@ -169,6 +174,7 @@ def _claim(execution_id: str, node: str, task_id: str, redelivered: bool, now) -
         lease_expires_at=lease,
         task_id=task_id,
         next_attempt_at=None,
+        worker=worker_name(),
     )
     if not claimed and redelivered:
         # The broker handed this message back because the process running it died (a pool
@@ -202,6 +208,7 @@ def _claim(execution_id: str, node: str, task_id: str, redelivered: bool, now) -
             "input",
             "state",
             "retry_delays",
+            "attempt_log",
             "reassignments",
             "execution__id",
             "execution__status",
@@ -382,6 +389,17 @@ def _record_failure(
                 now + timedelta(seconds=delay),
                 error=_error_doc(failure, failure.error_type, attempt=attempt, **failure.details),
                 retry_delays=[*run.retry_delays, round(delay, 3)],
+                attempt_log=[
+                    *run.attempt_log,
+                    attempt_record(
+                        attempt=attempt,
+                        started_at=run.started_at,
+                        finished_at=now,
+                        worker=worker_name(),
+                        error=_error_doc(failure, failure.error_type),
+                        wait_seconds=delay,
+                    ),
+                ],
             )
         if changed:
             counters.record_retry(spec.type)
