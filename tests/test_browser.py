@@ -109,7 +109,11 @@ def test_failure_summary_and_clicking_a_node(page, worker, admin_user):
     assert page.locator("#node-after .wc-status").inner_text() == "not reached"
     assert fits(page)
     shot(page, "failed-1280")
+    page.emulate_media(color_scheme="dark")  # the admin follows the system's theme
+    shot(page, "failed-dark")
+    page.emulate_media(color_scheme="light")
     page.set_viewport_size({"width": 1024, "height": 900})
+    assert fits(page)
     shot(page, "failed-1024")
     assert page.console_errors == []
 

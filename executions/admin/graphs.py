@@ -41,6 +41,8 @@ STATUS_COLOURS: dict[str, str] = {
     "cancelled": "#e9d5ff",
     "timed_out": "#fed7aa",
     "paused": "#e0e7ff",
+    # Never started because the execution stopped first.
+    "not reached": "#f9fafb",
 }
 STROKE = {"success": "#4b5563", "error": "#dc2626"}
 

@@ -122,7 +122,12 @@ def inspector_context(execution: Execution, *, now=None) -> dict[str, Any]:
             }
         )
     by_node = {
-        r.node: {"status": r.status, "attempts": r.attempts, "branch": r.branch} for r in runs
+        r.node: {
+            "status": display_status(r, execution.status),
+            "attempts": r.attempts,
+            "branch": r.branch,
+        }
+        for r in runs
     }
     summary = failure_summary(execution, runs)
     if summary is not None:
