@@ -158,3 +158,37 @@ def test_buttons_cancel_and_retry(admin_client, worker, user):
     assert 'id="wc-cancel"' in page(admin_client, running)
     admin_client.post(f"/admin/executions/execution/{running.id}/cancel/")
     assert Execution.objects.get(id=running.id).status == "cancelled"
+
+
+def test_a_waiting_node_says_what_it_waits_for_and_until_when():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions.admin.inspect import fmt_duration, fmt_time, waiting_for
+    from executions.models import NodeRun
+
+    now = timezone.now()
+    later = now + timedelta(seconds=30)
+
+    def run(status, **fields):
+        return NodeRun(node="n", node_type="noop", status=status, **fields)
+
+    assert waiting_for(run("retrying", next_attempt_at=later), now) == (
+        f"retry backoff until {fmt_time(later)}"
+    )
+    limited = run("retrying", next_attempt_at=later, error={"type": "HttpError", "statusCode": 429})
+    assert waiting_for(limited, now).startswith("rate limit (Retry-After) until")
+    delay = run("queued", next_attempt_at=later, state={"until": later.isoformat()})
+    assert waiting_for(delay, now) == f"delay until {fmt_time(later)}"
+    child = run("queued", next_attempt_at=later, state={"child": "1234567890abcdef"})
+    assert waiting_for(child, now).startswith("event: sub-workflow 12345678 to finish")
+    assert waiting_for(run("queued"), now) == "waiting for a worker"
+    assert waiting_for(run("running"), now) == ""
+    assert waiting_for(run("succeeded"), now) == ""
+    assert [fmt_duration(x) for x in (0.0123, 1.5, 75, 7300)] == [
+        "12 ms",
+        "1.50 s",
+        "1 min 15 s",
+        "2 h 1 min",
+    ]
