@@ -189,7 +189,7 @@ def inspector_context(execution: Execution, *, now=None) -> dict[str, Any]:
 class ExecutionAdmin(admin.ModelAdmin):
     list_display = [
         "short",
-        "workflow",
+        "workflow_name",
         "coloured_status",
         "trigger",
         "created",
@@ -230,6 +230,14 @@ class ExecutionAdmin(admin.ModelAdmin):
     @admin.display(description="id", ordering="id")
     def short(self, obj: Execution):
         return format_html('<code title="{}">{}</code>', obj.id, short_id(obj.id))
+
+    @admin.display(description="workflow", ordering="workflow__name")
+    def workflow_name(self, obj: Execution):
+        # Clipped so a long name never pushes the status and times out of a 1280 px window.
+        name = obj.workflow.name
+        return format_html(
+            '<span title="{}">{}</span>', name, name if len(name) <= 40 else name[:39] + "…"
+        )
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Execution):
