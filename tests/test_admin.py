@@ -14,7 +14,7 @@ import pytest
 from executions.admin.graphs import graph_svg
 from executions.models import Execution
 from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, wait_for
+from tests.support.workflows import edge, make_workflow, node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

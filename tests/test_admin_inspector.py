@@ -11,7 +11,7 @@ import pytest
 from executions.credentials.services import credential_create
 from executions.models import Execution
 from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, wait_for
+from tests.support.workflows import edge, make_workflow, node, wait_for
 
 RETRY = {"max_retries": 2, "backoff_seconds": 0.05, "max_backoff_seconds": 1, "jitter": False}
 

@@ -10,7 +10,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from executions.models import Execution, Workflow, WorkflowVersion
-from tests.helpers import edge, make_workflow, node, workflow_doc
+from tests.support.workflows import edge, make_workflow, node, workflow_doc
 
 pytestmark = pytest.mark.django_db
 

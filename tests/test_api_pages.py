@@ -7,7 +7,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.helpers import make_workflow, node
+from tests.support.workflows import make_workflow, node
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ import pytest
 
 from executions.models import Execution
 from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, wait_for
+from tests.support.workflows import edge, make_workflow, node, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

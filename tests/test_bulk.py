@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from executions.models import BulkOperation, Execution, NodeRun, WorkflowVersion
-from tests.helpers import edge, make_workflow, node, wait_all
+from tests.support.workflows import edge, make_workflow, node, wait_all
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

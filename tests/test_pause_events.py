@@ -10,7 +10,7 @@ from django.db import transaction
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
 from executions.services.pause import execution_pause
-from tests.helpers import edge, make_workflow, node, wait_for
+from tests.support.workflows import edge, make_workflow, node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from executions.models import BulkOperation, Execution
 from executions.services.executions import Conflict, execution_cancel, execution_retry
-from executions.states import BULK_TRANSITIONS, BulkStatus, transition
+from executions.store.bulk import bulk_operation_claim, bulk_operation_finish
 from weconnect.celery import app
 
 log = logging.getLogger("weconnect.engine")
@@ -115,13 +115,7 @@ def _send(operation_id) -> None:
 def bulk_operation_run(*, operation_id, batch: int = BATCH) -> str:
     """Carry out a pending job. A duplicate message finds it claimed and does nothing."""
     now = timezone.now()
-    claimed = transition(
-        BulkOperation.objects.filter(id=operation_id),
-        BulkStatus.RUNNING,
-        table=BULK_TRANSITIONS,
-        started_at=now,
-    )
-    if not claimed:
+    if not bulk_operation_claim(operation_id=operation_id, now=now):
         return "skipped"
     operation = BulkOperation.objects.select_related("owner").get(id=operation_id)
     ids = list(
@@ -153,11 +147,6 @@ def bulk_operation_run(*, operation_id, batch: int = BATCH) -> str:
         BulkOperation.objects.filter(id=operation_id).update(
             done=F("done") + done, failed=F("failed") + failed, errors=errors
         )
-    transition(
-        BulkOperation.objects.filter(id=operation_id),
-        BulkStatus.FINISHED,
-        table=BULK_TRANSITIONS,
-        finished_at=timezone.now(),
-    )
+    bulk_operation_finish(operation_id=operation_id, now=timezone.now())
     log.info("bulk operation finished", extra={"bulk_id": str(operation_id)})
     return "finished"

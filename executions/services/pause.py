@@ -16,23 +16,20 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
-from django.db.models import DateTimeField, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.utils import timezone
 
+from executions import store
 from executions.engine import dispatch
-from executions.engine.scheduler import execution_complete_if_done, execution_fail_unhandled
+from executions.engine.completion import execution_complete_if_done, execution_fail_unhandled
 from executions.engine.snapshots import graph_for
+from executions.errors import Conflict
 from executions.graph import Outcome, decide, node_input
 from executions.models import Execution, ExecutionEvent, NodeRun
-from executions.services.executions import Conflict
 from executions.states import (
-    EXECUTION_TRANSITIONS,
-    NODE_RUN_TRANSITIONS,
     NODE_TERMINAL,
     ExecutionStatus,
     NodeRunStatus,
-    transition,
 )
 
 log = logging.getLogger("weconnect.engine")
@@ -43,9 +40,7 @@ def execution_pause(*, execution: Execution, actor: str = "") -> Execution:
     """Pause a pending or running execution. Raises Conflict in any other status."""
     now = timezone.now()
     with transaction.atomic():
-        changed = transition(
-            Execution.objects.filter(id=execution.id), E.PAUSED, table=EXECUTION_TRANSITIONS
-        )
+        changed = store.execution_pause(execution_id=execution.id)
         if changed:
             ExecutionEvent.objects.create(execution=execution, at=now, event="paused", actor=actor)
     execution.refresh_from_db()
@@ -59,13 +54,7 @@ def execution_unpause(*, execution: Execution, actor: str = "") -> Execution:
     """Continue a paused execution where it stopped. Raises Conflict when it is not paused."""
     now = timezone.now()
     with transaction.atomic():
-        changed = transition(
-            Execution.objects.filter(id=execution.id),
-            E.RUNNING,
-            table=EXECUTION_TRANSITIONS,
-            sources=[E.PAUSED],
-            started_at=Coalesce("started_at", Value(now), output_field=DateTimeField()),
-        )
+        changed = store.execution_unpause(execution_id=execution.id, now=now)
         if changed:
             ExecutionEvent.objects.create(
                 execution=execution, at=now, event="unpaused", actor=actor
@@ -113,15 +102,12 @@ def _resume(execution_id, now) -> None:
         verdict, fired = decide(graph, key, known)
         if verdict == "run":
             task_id = dispatch.new_task_id()
-            queued = transition(
-                NodeRun.objects.filter(id=run.id),
-                N.QUEUED,
-                table=NODE_RUN_TRANSITIONS,
-                sources=[N.PENDING],
+            queued = store.node_run_queue(
+                execution_id=execution_id,
+                node=key,
                 input=node_input(fired, {k: o.output for k, o in known.items()}),
-                queued_at=now,
-                dispatched_at=now,
                 task_id=task_id,
+                now=now,
             )
             if queued:
                 items.append(
@@ -130,13 +116,7 @@ def _resume(execution_id, now) -> None:
                     )
                 )
         elif verdict == "skip":
-            skipped = transition(
-                NodeRun.objects.filter(id=run.id),
-                N.SKIPPED,
-                table=NODE_RUN_TRANSITIONS,
-                finished_at=now,
-            )
-            if skipped:
+            if store.node_run_skip(execution_id=execution_id, node=key, now=now):
                 known[key] = Outcome(N.SKIPPED)
     # Runs whose messages were dropped while paused: due now, or parked for a sub-workflow
     # that may have finished meanwhile (its wake was refused) — the node looks again.
@@ -147,9 +127,19 @@ def _resume(execution_id, now) -> None:
     )
     for run in waiting.exclude(node__in=[i.node for i in items]):
         task_id = dispatch.new_task_id()
-        moved = NodeRun.objects.filter(id=run.id, status=run.status, task_id=run.task_id).update(
-            task_id=task_id, dispatched_at=now, next_attempt_at=now
-        )
+        if run.status == N.QUEUED and run.next_attempt_at and run.next_attempt_at > now:
+            # Parked for a sub-workflow: due now, the node looks at its child again.
+            moved = store.node_run_wake(
+                node_run_id=run.id, execution_id=execution_id, task_id=task_id, now=now
+            )
+        else:
+            moved = store.node_run_redispatch(
+                node_run_id=run.id,
+                status=run.status,
+                old_task_id=run.task_id,
+                task_id=task_id,
+                now=now,
+            )
         if moved:
             items.append(
                 dispatch.Dispatch(
