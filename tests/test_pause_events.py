@@ -58,7 +58,8 @@ def test_pause_lets_running_nodes_finish_and_starts_nothing(api, worker, user):
     assert api.post(url(execution, "pause")).status_code == 409
 
     response = api.post(url(execution, "unpause"))
-    assert response.status_code == 200 and response.json()["status"] == "running"
+    # Running again (or already finished: the worker may be quicker than the answer).
+    assert response.status_code == 200 and response.json()["status"] in ("running", "succeeded")
     done = wait_for(execution.id)
     assert done.status == "succeeded"
     assert NodeRun.objects.get(execution=execution, node="c").input == {"x": 1}
