@@ -7,7 +7,14 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from executions.states import ExecutionStatus, NodeRunStatus, SlotOutcome, Trigger, WebhookRespond
+from executions.states import (
+    BulkStatus,
+    ExecutionStatus,
+    NodeRunStatus,
+    SlotOutcome,
+    Trigger,
+    WebhookRespond,
+)
 
 
 class Workflow(models.Model):
@@ -263,6 +270,11 @@ class NodeRun(models.Model):
     # A running run whose lease is past was lost with its worker (heartbeats extend it).
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     retry_delays = models.JSONField(default=list, blank=True)
+    # The worker running the current (or last) attempt, set by the claim in the same statement.
+    worker = models.CharField(max_length=255, blank=True, default="")
+    # One record per attempt that failed and was retried (start, end, worker, error, wait),
+    # appended by the same UPDATE that schedules the retry: the event log's source for them.
+    attempt_log = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -297,6 +309,71 @@ class NodeRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class ExecutionEvent(models.Model):
+    """An append-only record of what was done *to* an execution (paused, unpaused, cancelled,
+    retried), written in the same transaction as the act itself. What the engine does on each
+    hop is derived from the node-run rows instead (executions.history), so the hot path writes
+    nothing here."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField()
+    event = models.CharField(max_length=32)
+    node = models.CharField(max_length=64, null=True, blank=True)
+    actor = models.CharField(max_length=200, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["execution", "at"], name="execution_event_at")]
+
+    def __str__(self) -> str:
+        return f"{self.execution_id} {self.event} at {self.at}"
+
+
+class BulkOperation(models.Model):
+    """An asynchronous retry or cancel of every execution matching a filter.
+
+    The set is fixed when the job is created (executions created before it, matching the
+    filter), so a retry job never retries the executions it starts itself. ``matched``,
+    ``done`` and ``failed`` are updated as it goes; ``errors`` keeps the first refusals."""
+
+    class Action(models.TextChoices):
+        RETRY = "retry"
+        CANCEL = "cancel"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_operations"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    filter = models.JSONField(default=dict, blank=True)
+    mode = models.CharField(max_length=16, default="from_failed")
+    status = models.CharField(max_length=16, choices=BulkStatus.choices, default=BulkStatus.PENDING)
+    matched = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Idempotency-Key: the same key from the same user is one job, even when two
+            # requests race (the second INSERT fails and answers with the first job).
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="bulk_operation_idempotency_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.id} ({self.status})"
 
 
 from executions.credentials.models import Credential  # noqa: E402,F401  (owned by executions)

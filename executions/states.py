@@ -20,6 +20,9 @@ class ExecutionStatus(models.TextChoices):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    # Paused: no node run starts (claims refuse, queued runs stay queued), running ones finish
+    # and record their result but schedule nothing; the deadline still applies.
+    PAUSED = "paused"
 
 
 class NodeRunStatus(models.TextChoices):
@@ -31,6 +34,12 @@ class NodeRunStatus(models.TextChoices):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+
+
+class BulkStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
 
 
 class Trigger(models.TextChoices):
@@ -60,18 +69,23 @@ class SlotOutcome(models.TextChoices):
 
 E, N = ExecutionStatus, NodeRunStatus
 
+# Active: node runs may start and the engine schedules successors. A paused execution is not
+# active but not finished either: it can still be cancelled, time out, or be unpaused.
 EXECUTION_ACTIVE = frozenset({E.PENDING, E.RUNNING})
+EXECUTION_UNFINISHED = EXECUTION_ACTIVE | {E.PAUSED}
 EXECUTION_TERMINAL = frozenset({E.SUCCEEDED, E.FAILED, E.CANCELLED, E.TIMED_OUT})
 NODE_ACTIVE = frozenset({N.PENDING, N.QUEUED, N.RUNNING, N.RETRYING})
 NODE_TERMINAL = frozenset({N.SUCCEEDED, N.FAILED, N.SKIPPED, N.CANCELLED})
 
 # target status -> the statuses it may be reached from.
 EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
-    E.RUNNING: frozenset({E.PENDING}),
+    # running from paused: unpause.
+    E.RUNNING: frozenset({E.PENDING, E.PAUSED}),
+    E.PAUSED: frozenset({E.PENDING, E.RUNNING}),
     E.SUCCEEDED: frozenset({E.PENDING, E.RUNNING}),
     E.FAILED: frozenset({E.PENDING, E.RUNNING}),
-    E.CANCELLED: frozenset({E.PENDING, E.RUNNING}),
-    E.TIMED_OUT: frozenset({E.PENDING, E.RUNNING}),
+    E.CANCELLED: frozenset({E.PENDING, E.RUNNING, E.PAUSED}),
+    E.TIMED_OUT: frozenset({E.PENDING, E.RUNNING, E.PAUSED}),
 }
 
 NODE_RUN_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -84,6 +98,13 @@ NODE_RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     N.FAILED: frozenset({N.RUNNING, N.QUEUED, N.RETRYING}),
     N.SKIPPED: frozenset({N.PENDING}),
     N.CANCELLED: frozenset({N.PENDING, N.QUEUED, N.RUNNING, N.RETRYING}),
+}
+
+
+# A bulk operation is run once: claimed from pending, finished from running.
+BULK_TRANSITIONS: dict[str, frozenset[str]] = {
+    BulkStatus.RUNNING: frozenset({BulkStatus.PENDING}),
+    BulkStatus.FINISHED: frozenset({BulkStatus.RUNNING}),
 }
 
 

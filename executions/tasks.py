@@ -8,6 +8,8 @@ from executions.engine.completion import execution_time_out_if_due
 from executions.engine.execute import node_run_execute
 from executions.engine.recovery import recovery_run
 from executions.events.services import event_retention_sweep
+from executions.services.bulk import TASK_NAME as BULK_TASK_NAME
+from executions.services.bulk import bulk_operation_run
 from executions.triggers.debounce import start_deferred  # noqa: F401  (weconnect.start_deferred)
 from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnect.run_scheduled)
 
@@ -40,3 +42,8 @@ def check_deadline(execution_id: str) -> bool:
 @shared_task(name="weconnect.event_retention", ignore_result=True, acks_late=True)
 def event_retention() -> int:
     return event_retention_sweep()
+
+
+@shared_task(name=BULK_TASK_NAME, ignore_result=True, acks_late=True)
+def bulk_operation(operation_id: str) -> str:
+    return bulk_operation_run(operation_id=operation_id)

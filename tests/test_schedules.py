@@ -31,7 +31,11 @@ def put(api, wf_id, **extra):
 
 
 def periodic(wf_id) -> PeriodicTask | None:
-    return PeriodicTask.objects.filter(name=f"workflow:{wf_id}").select_related("crontab").first()
+    return (
+        PeriodicTask.objects.filter(name__startswith=f"workflow:{wf_id} (")
+        .select_related("crontab")
+        .first()
+    )
 
 
 def test_periodic_task_created_updated_disabled_removed(api):

@@ -158,6 +158,8 @@ def stack_environment(base: dict[str, str], *, var_dir: Path, redis_url: str) ->
         env["WEB_BIND"] = f"127.0.0.1:{port_or_free(8000)}"
     if not env.get("FLOWER_PORT"):
         env["FLOWER_PORT"] = str(port_or_free(5555))
+    # The admin links node runs to their Celery tasks in this Flower.
+    env.setdefault("WECONNECT_FLOWER_URL", f"http://127.0.0.1:{env['FLOWER_PORT']}")
     # honcho runs the Procfile's commands (gunicorn, celery) from this virtualenv.
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])

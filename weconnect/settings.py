@@ -149,7 +149,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = WECONNECT_MAX_REQUEST_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header turns unauthenticated requests into 401s.
-        "rest_framework.authentication.TokenAuthentication",
+        "executions.api.authentication.PrefixCheckingTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -380,3 +380,9 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 1200},
     },
 }
+
+# --- Admin (the run inspector) ---------------------------------------------------------------
+# Where the admin links an execution's Celery tasks (Flower's /task/<id> pages).
+WECONNECT_FLOWER_URL = env_str("WECONNECT_FLOWER_URL", "http://127.0.0.1:5555").rstrip("/")
+# How often a running execution's admin page refreshes itself (milliseconds).
+WECONNECT_ADMIN_REFRESH_MS = env_int("WECONNECT_ADMIN_REFRESH_MS", 1500, minimum=200)

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions.admin_approvals import approval_view
@@ -16,4 +18,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("executions.api.urls")),
     path("monitoring/", include("monitoring.urls")),
+    # Browsers ask for it on every site; a 404 here is a console error on every admin page.
+    path("favicon.ico", RedirectView.as_view(url=static("executions/favicon.svg"))),
 ]

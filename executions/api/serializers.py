@@ -197,7 +197,10 @@ class WorkflowOutputSerializer(serializers.Serializer):
     def _graph(self, obj) -> dict:
         graph = getattr(obj, "graph", None)
         if graph is None:
-            graph = obj.versions.get(version=obj.version).graph
+            # A workflow written without its snapshot (by hand, or by an old admin) must not
+            # break a list for everybody: it reads as a workflow without nodes.
+            version = obj.versions.filter(version=obj.version).first()
+            graph = version.graph if version is not None else {"nodes": [], "connections": []}
             obj.graph = graph
         return graph
 
@@ -414,3 +417,20 @@ class EventOutputSerializer(serializers.Serializer):
 class EventWebhookTokenOutputSerializer(serializers.Serializer):
     webhook_token = serializers.CharField()
     webhook_url = serializers.CharField()
+
+
+class ExecutionEventSerializer(serializers.Serializer):
+    at = serializers.CharField(allow_null=True, help_text="ISO time; null for an earlier attempt")
+    event = serializers.CharField(
+        help_text="created, started, queued, attempt_failed, retry_wait, waiting, succeeded, "
+        "failed, skipped, cancelled, timed_out, paused, unpaused"
+    )
+    node = serializers.CharField(allow_null=True)
+    attempt = serializers.IntegerField(required=False)
+    seconds = serializers.FloatField(required=False)
+    until = serializers.CharField(required=False, allow_null=True)
+    error = serializers.JSONField(required=False, allow_null=True)
+    task_id = serializers.CharField(required=False)
+    actor = serializers.CharField(required=False)
+    worker = serializers.CharField(required=False, allow_null=True)
+    state = serializers.JSONField(required=False, allow_null=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -17,6 +17,7 @@ from executions.api import serializers as s
 from executions.events.models import EventWait
 from executions.events.resume import execution_resume
 from executions.events.waits import PayloadInvalid
+from executions.history import execution_events
 from executions.models import Execution, NodeRun, Workflow
 from executions.nodes import node_types
 from executions.services import workflows as workflow_services
@@ -24,6 +25,7 @@ from executions.services.executions import (
     execution_cancel,
     execution_retry,
 )
+from executions.services.pause import execution_pause, execution_unpause
 from executions.states import ExecutionStatus, Trigger
 from executions.triggers.debounce import DebounceKeyError, trigger_execution
 from executions.triggers.schedules import BackfillTooLarge, schedule_backfill
@@ -102,10 +104,24 @@ class WorkflowViewSet(
             )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+    def get_serializer_class(self):
+        # The browsable API builds each action's form from this: execute takes an input only.
+        return {
+            "execute": s.ExecuteInputSerializer,
+            "webhook_token": serializers.Serializer,
+        }.get(self.action, s.WorkflowOutputSerializer)
+
     @extend_schema(
         request=s.ExecuteInputSerializer,
         parameters=[IDEMPOTENCY_HEADER],
         responses={202: s.ExecutionOutputSerializer, 200: s.ExecutionOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Start an execution",
+                value={"input": {"order_id": 42, "customer": "ada@example.com"}},
+                request_only=True,
+            )
+        ],
     )
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
@@ -169,6 +185,16 @@ class ExecutionFilterSerializer(serializers.Serializer):
 class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ExecutionOutputSerializer
 
+    def get_serializer_class(self):
+        # The browsable API's forms for the actions: retry takes a mode, cancel nothing.
+        return {
+            "retry": s.RetryRequestSerializer,
+            "cancel": serializers.Serializer,
+            "pause": serializers.Serializer,
+            "unpause": serializers.Serializer,
+            "list": s.ExecutionSummaryOutputSerializer,
+        }.get(self.action, s.ExecutionOutputSerializer)
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user, typed id
             return Execution.objects.none()
@@ -181,11 +207,6 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
         if "status" in filters:
             qs = qs.filter(status=filters["status"])
         return qs
-
-    def get_serializer_class(self):
-        if self.action == "list":
-            return s.ExecutionSummaryOutputSerializer
-        return s.ExecutionOutputSerializer
 
     @extend_schema(
         parameters=[
@@ -203,6 +224,32 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
         execution = self.get_object()
         execution = execution_cancel(execution=execution)
         return Response(execution_document(execution))
+
+    @extend_schema(request=None, responses={200: s.ExecutionOutputSerializer})
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        """Start no new node runs; running ones finish. 409 unless pending or running."""
+        execution = execution_pause(execution=self.get_object(), actor=str(request.user))
+        return Response(execution_document(execution))
+
+    @extend_schema(request=None, responses={200: s.ExecutionOutputSerializer})
+    @action(detail=True, methods=["post"])
+    def unpause(self, request, pk=None):
+        """Continue a paused execution where it stopped. 409 unless paused."""
+        execution = execution_unpause(execution=self.get_object(), actor=str(request.user))
+        return Response(execution_document(execution))
+
+    @extend_schema(request=None, responses={200: s.ExecutionEventSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        """The execution's history, oldest first: every node run's queue, attempts, retry
+        waits and end, and what was done to the execution (pause, unpause)."""
+        execution = self.get_object()
+        runs = execution.node_runs.order_by("id")
+        recorded = execution.events.all()
+        return Response(
+            s.ExecutionEventSerializer(execution_events(execution, runs, recorded), many=True).data
+        )
 
     @extend_schema(request=s.RetryRequestSerializer, responses={202: s.ExecutionOutputSerializer})
     @action(detail=True, methods=["post"])

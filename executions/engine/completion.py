@@ -17,7 +17,13 @@ from executions.engine.snapshots import graph_for
 from executions.graph import Graph
 from executions.models import Execution, NodeRun
 from executions.redis_client import key, redis_client
-from executions.states import EXECUTION_ACTIVE, NODE_ACTIVE, ExecutionStatus, NodeRunStatus
+from executions.states import (
+    EXECUTION_ACTIVE,
+    EXECUTION_UNFINISHED,
+    NODE_ACTIVE,
+    ExecutionStatus,
+    NodeRunStatus,
+)
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -107,7 +113,7 @@ def execution_terminate(
             if (
                 only_if_due
                 and not Execution.objects.filter(
-                    id=execution_id, status__in=EXECUTION_ACTIVE, deadline_at__lte=now
+                    id=execution_id, status__in=EXECUTION_UNFINISHED, deadline_at__lte=now
                 ).exists()
             ):
                 return False
@@ -120,7 +126,7 @@ def execution_terminate(
         _release_execution_keys(execution_id)
         # Sub-workflows started by this execution stop with it.
         for child in Execution.objects.filter(
-            parent_node_run__execution_id=execution_id, status__in=EXECUTION_ACTIVE
+            parent_node_run__execution_id=execution_id, status__in=EXECUTION_UNFINISHED
         ).values_list("id", flat=True):
             execution_terminate(
                 execution_id=child,

@@ -20,6 +20,7 @@ from executions.errors import NodeError
 from executions.models import Execution, NodeRun
 from executions.nodes import Wait
 from executions.states import NodeRunStatus
+from executions.store.attempts import attempt_record, worker_name
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -67,6 +68,18 @@ def record_failure(execution, graph, run: NodeRun, attempt: int, failure: NodeEr
                 now + timedelta(seconds=delay),
                 error=error_doc(failure, failure.error_type, attempt=attempt, **failure.details),
                 retry_delays=[*run.retry_delays, round(delay, 3)],
+                # This attempt's record for the history, in the same UPDATE (no extra query).
+                attempt_log=[
+                    *run.attempt_log,
+                    attempt_record(
+                        attempt=attempt,
+                        started_at=run.started_at,
+                        finished_at=now,
+                        worker=worker_name(),
+                        error=error_doc(failure, failure.error_type),
+                        wait_seconds=delay,
+                    ),
+                ],
             )
         if changed:
             counters.record_retry(spec.type)

@@ -35,7 +35,7 @@ from executions.engine.routing import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
 from executions.engine.start import deferred_start_due
 from executions.models import Execution, NodeRun
-from executions.states import EXECUTION_ACTIVE, NodeRunStatus
+from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -73,6 +73,13 @@ def _time_out_due(now, batch: int) -> int:
         Execution.objects.filter(status__in=EXECUTION_ACTIVE, deadline_at__lte=now).values_list(
             "id", flat=True
         )[:batch]
+    )
+    # A paused execution's deadline still applies (a query of its own: the partial index
+    # above covers active executions only; paused ones are few).
+    ids += list(
+        Execution.objects.filter(status=ExecutionStatus.PAUSED, deadline_at__lte=now).values_list(
+            "id", flat=True
+        )[: max(0, batch - len(ids))]
     )
     return sum(1 for i in ids if execution_time_out_if_due(execution_id=i, now=now))
 

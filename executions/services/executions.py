@@ -3,6 +3,8 @@ engine that carries them out."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from executions.engine.completion import (  # noqa: F401  (the services' public names)
     execution_terminate,
     execution_time_out_if_due,
@@ -16,7 +18,7 @@ from executions.engine.start import (  # noqa: F401  (the services' public names
 )
 from executions.errors import Conflict
 from executions.models import Execution, WorkflowVersion
-from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus, Trigger
+from executions.states import EXECUTION_UNFINISHED, ExecutionStatus, NodeRunStatus, Trigger
 
 __all__ = [
     "Conflict",
@@ -51,16 +53,21 @@ RETRY_VERSIONS = ("original", "latest")
 
 
 def execution_retry(
-    *, execution: Execution, mode: str = "from_failed", version: str = "original"
+    *,
+    execution: Execution,
+    mode: str = "from_failed",
+    version: str = "original",
+    input: Any = None,
 ) -> Execution:
     """Start a new execution with ``retry_of`` set, of the version the execution ran
     (``original``) or of the workflow's current version (``latest``). With ``from_failed`` the
     node runs that succeeded are copied as succeeded (not run again); on another version only
-    those of nodes defined identically in both versions. Raises Conflict while it is still
-    active, or when its workflow is inactive."""
+    those of nodes defined identically in both versions. ``input`` replaces the old
+    execution's input (None: the same input). Raises Conflict while it is unfinished
+    (paused included), or when its workflow is inactive or deleted."""
     if version not in RETRY_VERSIONS:
         raise ValueError(f"version must be one of {RETRY_VERSIONS}, not {version!r}")
-    if execution.status in EXECUTION_ACTIVE:
+    if execution.status in EXECUTION_UNFINISHED:
         raise Conflict(f"execution is still {execution.status}; cancel it or wait for it to finish")
     if execution.workflow is None:
         raise Conflict(f"workflow {execution.workflow_name!r} was deleted; it cannot run again")
@@ -77,7 +84,7 @@ def execution_retry(
             reuse = [r for r in reuse if r.node in unchanged]
     new, _ = execution_create(
         workflow=execution.workflow,
-        input=execution.input,
+        input=execution.input if input is None else input,
         trigger=Trigger.RETRY,
         snapshot=snapshot,
         retry_of=execution,

@@ -17,7 +17,7 @@ from executions.errors import Conflict
 from executions.events.triggers import event_triggers_sync
 from executions.models import Connection, Execution, Node, Workflow, WorkflowVersion
 from executions.services.executions import execution_terminate
-from executions.states import EXECUTION_ACTIVE, ExecutionStatus
+from executions.states import EXECUTION_UNFINISHED, ExecutionStatus
 from executions.triggers.schedules import schedule_remove, schedule_sync
 
 # The parts of a workflow that are neither graph nor settings (trigger secrets).
@@ -205,7 +205,7 @@ def workflow_delete(*, workflow: Workflow, cancel_active: bool = False) -> list[
 
 
 def _active(workflow: Workflow):
-    return Execution.objects.filter(workflow=workflow, status__in=EXECUTION_ACTIVE)
+    return Execution.objects.filter(workflow=workflow, status__in=EXECUTION_UNFINISHED)
 
 
 def _after_save(workflow: Workflow) -> None:

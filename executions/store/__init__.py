@@ -7,10 +7,13 @@ end-and-complete) are generated from the same table in :mod:`executions.store.sq
 tests/test_architecture.py fails when a status is written anywhere else.
 """
 
+from executions.store.bulk import bulk_operation_claim, bulk_operation_finish  # noqa: F401
 from executions.store.executions import (  # noqa: F401
     execution_end,
+    execution_pause,
     execution_start,
     execution_succeed,
+    execution_unpause,
 )
 from executions.store.node_runs import (  # noqa: F401
     node_run_claim,

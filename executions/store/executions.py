@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import DateTimeField, Value
+from django.db.models.functions import Coalesce
+
 from executions.models import Execution
 from executions.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from executions.store.transition import transition
@@ -47,5 +50,25 @@ def execution_end(*, execution_id, status: str, error: Any, now) -> bool:
             table=EXECUTION_TRANSITIONS,
             error=error,
             finished_at=now,
+        )
+    )
+
+
+def execution_pause(*, execution_id) -> bool:
+    """pending | running -> paused: no node run starts until it is unpaused."""
+    return bool(
+        transition(Execution.objects.filter(id=execution_id), E.PAUSED, table=EXECUTION_TRANSITIONS)
+    )
+
+
+def execution_unpause(*, execution_id, now) -> bool:
+    """paused -> running (started now if it never had)."""
+    return bool(
+        transition(
+            Execution.objects.filter(id=execution_id),
+            E.RUNNING,
+            table=EXECUTION_TRANSITIONS,
+            sources=[E.PAUSED],
+            started_at=Coalesce("started_at", Value(now), output_field=DateTimeField()),
         )
     )

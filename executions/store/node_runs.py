@@ -23,6 +23,7 @@ from executions.states import (
     sources_for,
 )
 from executions.store import sql
+from executions.store.attempts import worker_name
 from executions.store.transition import transition
 
 N = NodeRunStatus
@@ -36,6 +37,7 @@ _CLAIMED_FIELDS = (
     "input",
     "state",
     "retry_delays",
+    "attempt_log",
     "reassignments",
     "execution__id",
     "execution__status",
@@ -87,6 +89,7 @@ def _claim_postgres(execution_id, node: str, task_id: str, now, lease, not_befor
                 "execution_id": execution_id,
                 "node": node,
                 "not_before": not_before,
+                "worker": worker_name(),
             },
         )
         row = cursor.fetchone()
@@ -108,6 +111,7 @@ def _claim_postgres(execution_id, node: str, task_id: str, now, lease, not_befor
         parent_id,
         workflow_id,
         owner_id,
+        attempt_log,
         started,
     ) = row
     if started:
@@ -131,6 +135,7 @@ def _claim_postgres(execution_id, node: str, task_id: str, now, lease, not_befor
         input=_json(input_),
         state=_json(state),
         retry_delays=_json(delays) or [],
+        attempt_log=_json(attempt_log) or [],
         reassignments=reassignments,
         queued_at=queued_at,
         started_at=started_at,
@@ -161,6 +166,7 @@ def node_run_claim(
         lease_expires_at=lease,
         task_id=task_id,
         next_attempt_at=None,
+        worker=worker_name(),
     )
     return _fetch_claimed(execution_id, node) if claimed else None
 

@@ -45,7 +45,8 @@ CLAIM = f"""
 WITH claimed AS (
     UPDATE executions_noderun AS nr
        SET status = {_word(N.RUNNING)}, attempts = nr.attempts + 1, started_at = %(now)s,
-           lease_expires_at = %(lease)s, task_id = %(task_id)s, next_attempt_at = NULL
+           lease_expires_at = %(lease)s, task_id = %(task_id)s, next_attempt_at = NULL,
+           worker = %(worker)s
       FROM executions_execution AS e, executions_workflow AS w
      WHERE nr.execution_id = %(execution_id)s AND nr.node = %(node)s
        AND e.id = nr.execution_id AND w.id = e.workflow_id
@@ -54,7 +55,7 @@ WITH claimed AS (
        AND (nr.next_attempt_at IS NULL OR nr.next_attempt_at <= %(not_before)s)
     RETURNING nr.id, nr.attempts, nr.input, nr.state, nr.retry_delays, nr.reassignments,
               nr.queued_at, nr.started_at, e.status, e.input, e.snapshot_id, e.depth,
-              e.parent_node_run_id, w.id AS workflow_id, w.owner_id
+              e.parent_node_run_id, w.id AS workflow_id, w.owner_id, nr.attempt_log
 ), started AS (
     UPDATE executions_execution SET status = {_word(E.RUNNING)}, started_at = %(now)s
      WHERE id = %(execution_id)s

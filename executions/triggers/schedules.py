@@ -1,7 +1,7 @@
 """Cron schedules: a workflow's ``schedule`` kept as a django-celery-beat PeriodicTask.
 
 A workflow carries ``{"cron": "*/15 * * * *", "timezone": "Europe/Berlin"}`` or null. Saving it
-writes one PeriodicTask named ``workflow:<id>`` (a timezone-aware CrontabSchedule, task
+writes one PeriodicTask named ``workflow:<id> (<workflow name>)`` (a timezone-aware CrontabSchedule, task
 ``weconnect.run_scheduled`` with the workflow id as argument, disabled while the workflow is
 inactive), so Beat (one scheduler, never each web process) fires it and the admin shows it.
 
@@ -35,7 +35,7 @@ from typing import Any
 from celery import shared_task
 from celery.schedules import ParseException, crontab
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from executions.models import Execution, ScheduleSlot, Workflow
@@ -169,8 +169,22 @@ def schedule_settings(schedule: Mapping[str, Any]) -> dict[str, Any]:
     return {**SCHEDULE_DEFAULTS, **{k: v for k, v in schedule.items() if v is not None}}
 
 
-def _task_name(workflow_id) -> str:
+def _task_prefix(workflow_id) -> str:
     return f"workflow:{workflow_id}"
+
+
+def schedule_task_name(workflow) -> str:
+    """``workflow:<id> (<name>)``: found by its id prefix, read by its workflow's name in the
+    admin's list of periodic tasks (the name is unique and at most 200 characters)."""
+    return f"{_task_prefix(workflow.pk)} ({workflow.name})"[:200]
+
+
+def _tasks_of(workflow_id):
+    from django_celery_beat.models import PeriodicTask
+
+    # The id prefix is followed by the end of the name or by " (" and the workflow's name.
+    prefix = _task_prefix(workflow_id)
+    return PeriodicTask.objects.filter(Q(name=prefix) | Q(name__startswith=prefix + " ("))
 
 
 def schedule_sync(*, workflow) -> None:
@@ -186,9 +200,8 @@ def schedule_sync(*, workflow) -> None:
     crontab_row = CrontabSchedule.objects.filter(**fields, timezone=tz).order_by("id").first()
     if crontab_row is None:
         crontab_row = CrontabSchedule.objects.create(**fields, timezone=tz)
-    task = PeriodicTask.objects.filter(name=_task_name(workflow.pk)).first() or PeriodicTask(
-        name=_task_name(workflow.pk)
-    )
+    task = _tasks_of(workflow.pk).first() or PeriodicTask()
+    task.name = schedule_task_name(workflow)
     task.task = TASK_NAME
     task.crontab = crontab_row
     task.interval = task.solar = task.clocked = None
@@ -201,9 +214,7 @@ def schedule_sync(*, workflow) -> None:
 
 
 def schedule_remove(*, workflow_id) -> None:
-    from django_celery_beat.models import PeriodicTask
-
-    for task in PeriodicTask.objects.filter(name=_task_name(workflow_id)):
+    for task in _tasks_of(workflow_id):
         task.delete()
 
 

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import drawsvg
@@ -22,7 +22,7 @@ from grandalf.graphs import Graph as GGraph
 from grandalf.graphs import Vertex
 from grandalf.layouts import SugiyamaLayout
 
-NODE_W, NODE_H = 150, 44
+NODE_W, NODE_H = 160, 54
 X_SPACE, Y_SPACE = 28, 46
 MARGIN = 16
 COMPONENT_GAP = 40
@@ -40,6 +40,9 @@ STATUS_COLOURS: dict[str, str] = {
     "skipped": "#d1d5db",
     "cancelled": "#e9d5ff",
     "timed_out": "#fed7aa",
+    "paused": "#e0e7ff",
+    # Never started because the execution stopped first.
+    "not reached": "#f9fafb",
 }
 STROKE = {"success": "#4b5563", "error": "#dc2626"}
 
@@ -150,6 +153,46 @@ def _clip(text: str, limit: int = 20) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# The config field that says most about a node, by type (shown on its box).
+_KEY_CONFIG = {
+    "http_request": ("method", "url"),
+    "delay": ("seconds", "until"),
+    "condition": ("expression",),
+    "switch": ("expression", "value"),
+    "python": ("code",),
+    "transform": ("template", "expression"),
+    "sub_workflow": ("workflow",),
+    "stop_and_error": ("message",),
+    "merge": ("mode",),
+}
+
+
+def key_config(node: Mapping[str, Any]) -> str:
+    config = node.get("config") or {}
+    if not isinstance(config, Mapping):
+        return ""
+    names = _KEY_CONFIG.get(str(node.get("type")), ())
+    parts = [str(config[n]) for n in names if isinstance(config.get(n), str | int | float)]
+    if not parts and config:
+        first = next(iter(config))
+        value = config[first]
+        parts = [f"{first}={value}" if isinstance(value, str | int | float | bool) else first]
+    return " ".join(" ".join(parts).split())
+
+
+def _taken(conn: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether a connection fired in this execution (the same rule the engine routes by)."""
+    run = runs.get(conn["source"])
+    if not run:
+        return False
+    status = run.get("status")
+    if conn.get("type", "success") == "error":
+        return status == "failed"
+    if status != "succeeded":
+        return False
+    return not conn.get("branch") or conn.get("branch") == run.get("branch")
+
+
 def graph_svg(
     graph_doc: Mapping[str, Any],
     runs: Mapping[str, Mapping[str, Any]] | None = None,
@@ -163,8 +206,10 @@ def graph_svg(
     nodes = list(graph_doc.get("nodes") or [])
     connections = list(graph_doc.get("connections") or [])
     placed = layout(nodes, connections)
-    d = drawsvg.Drawing(placed.width, placed.height)
+    d = drawsvg.Drawing(placed.width, placed.height, **{"class": "wc-graph-svg"})
     d.append(drawsvg.Raw("<style>text{font-family:sans-serif}</style>"))
+    runs = runs or {}
+    labels: list[Any] = []
 
     for conn, pts in placed.edges:
         kind = conn.get("type", "success")
@@ -176,7 +221,12 @@ def graph_svg(
         # on marker orientation, a polygon is drawn the same everywhere.
         head, base = _arrowhead(path[-2], path[-1])
         flat = [round(c, 1) for p in [*path[:-1], base] for c in p]
-        edge = drawsvg.Group(**{"class": f"edge edge-{_css(kind)}"})
+        attrs = {"class": f"edge edge-{_css(kind)}"}
+        if runs:
+            # The branches this execution took stand out; the others fade.
+            attrs["data-taken"] = "1" if _taken(conn, runs) else "0"
+            attrs["opacity"] = "1" if attrs["data-taken"] == "1" else "0.35"
+        edge = drawsvg.Group(**attrs)
         label = f"{conn['source']} → {conn['target']} ({kind}"
         label += f", branch {conn['branch']})" if conn.get("branch") else ")"
         edge.append_title(label)
@@ -186,21 +236,31 @@ def graph_svg(
                 close=False,
                 fill="none",
                 stroke=colour,
-                stroke_width=1.5,
+                stroke_width=2.5 if attrs.get("data-taken") == "1" else 1.5,
                 stroke_dasharray="5,3" if kind == "error" else None,
             )
         )
         edge.append(drawsvg.Lines(*head, close=True, fill=colour, stroke="none"))
         d.append(edge)
         if conn.get("branch"):
+            # Beside the line, not on it: right of its midpoint, with a halo in the page's
+            # background colour so a crossing line does not run through the text. Labels are
+            # drawn after every line.
             mx, my = path[len(path) // 2 - 1] if len(path) > 2 else ((sx + tx) / 2, (sy + ty) / 2)
-            d.append(
+            labels.append(
                 drawsvg.Text(
-                    _clip(conn["branch"], 16), 10, round(mx + 4, 1), round(my, 1), fill=colour
+                    _clip(conn["branch"], 16),
+                    10,
+                    round(mx + 7, 1),
+                    round(my + 3, 1),
+                    fill=colour,
+                    **{"class": "edge-label", "paint-order": "stroke", "stroke-width": 3},
+                    stroke="#ffffff",
                 )
             )
+    for label in labels:
+        d.append(label)
 
-    runs = runs or {}
     for n in nodes:
         key = n["key"]
         cx, cy = placed.nodes[key]
@@ -231,25 +291,39 @@ def graph_svg(
         )
         group.append(
             drawsvg.Text(
-                _clip(key),
+                _clip(str(n.get("name") or key)),
                 13,
                 round(cx, 1),
-                round(cy - 4, 1),
+                round(cy - 9, 1),
                 text_anchor="middle",
                 font_weight="bold",
+                fill="#111827",
             )
         )
         sub = f"{n.get('type', '')} · {status}" if run else str(n.get("type", ""))
         group.append(
             drawsvg.Text(
-                _clip(sub, 24),
+                _clip(sub, 26),
                 10,
                 round(cx, 1),
-                round(cy + 12, 1),
+                round(cy + 5, 1),
                 text_anchor="middle",
                 fill="#374151",
             )
         )
+        config = key_config(n)
+        if config:
+            group.append(
+                drawsvg.Text(
+                    _clip(config, 28),
+                    9,
+                    round(cx, 1),
+                    round(cy + 18, 1),
+                    text_anchor="middle",
+                    fill="#4b5563",
+                    font_family="monospace",
+                )
+            )
         d.append(group)
     return d.as_svg()
 
@@ -259,10 +333,19 @@ TIMELINE_LABEL = 150
 TIMELINE_WIDTH = 560
 
 
-def timeline_svg(runs: Sequence[Mapping[str, Any]], *, origin: datetime | None = None) -> str:
-    """A bar per node run: a light bar from queued to started (waiting for a worker) and a
-    coloured bar from started to finished (running), with attempts in the label and title."""
+def timeline_svg(
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    origin: datetime | None = None,
+    now: datetime | None = None,
+) -> str:
+    """A bar per node run, in the order given (graph order): a grey bar from queued to started
+    (waiting for a worker), an amber one for the retry backoff before the last attempt, and
+    a coloured bar from started to finished (running), with attempts in the label and title.
+    ``now`` extends the bars of runs still going (a live execution)."""
     stamps = [r[k] for r in runs for k in ("queued_at", "started_at", "finished_at") if r.get(k)]
+    if now is not None and any(r.get("started_at") and not r.get("finished_at") for r in runs):
+        stamps.append(now)
     if origin is None and stamps:
         origin = min(stamps)
     end = max(stamps) if stamps else origin
@@ -288,7 +371,7 @@ def timeline_svg(runs: Sequence[Mapping[str, Any]], *, origin: datetime | None =
     d.append(drawsvg.Text("0 s", 10, MARGIN + TIMELINE_LABEL, axis_y + 14, fill="#374151"))
     d.append(
         drawsvg.Text(
-            f"{span:.3f} s",
+            f"{span * 1000:.0f} ms" if span < 1 else f"{span:.2f} s",
             10,
             MARGIN + TIMELINE_LABEL + TIMELINE_WIDTH,
             axis_y + 14,
@@ -310,14 +393,53 @@ def timeline_svg(runs: Sequence[Mapping[str, Any]], *, origin: datetime | None =
                 title += f"; {label} {t.isoformat(timespec='milliseconds')}"
         row.append_title(title)
         row.append(
-            drawsvg.Text(_clip(f"{r['node']} ×{r.get('attempts', 0)}", 22), 11, MARGIN, y + 14)
+            drawsvg.Text(
+                _clip(f"{r['node']} ×{r.get('attempts', 0)}", 22),
+                11,
+                MARGIN,
+                y + 14,
+                **{"class": "wc-label"},
+            )
         )
+        if r.get("display_status") == "not reached":
+            row.append(
+                drawsvg.Text(
+                    "not reached",
+                    10,
+                    MARGIN + TIMELINE_LABEL,
+                    y + 14,
+                    fill="#6b7280",
+                    **{"class": "wc-label not-reached"},
+                )
+            )
+            d.append(row)
+            continue
         if origin is not None and queued and started:
             row.append(
                 drawsvg.Rectangle(
-                    x_of(queued), y + 4, max(x_of(started) - x_of(queued), 1), 14, fill="#e5e7eb"
+                    x_of(queued),
+                    y + 4,
+                    max(x_of(started) - x_of(queued), 1),
+                    14,
+                    fill="#e5e7eb",
+                    **{"class": "queue-wait"},
                 )
             )
+            delays = r.get("retry_delays") or []
+            if delays:
+                # The backoff before the last attempt ends where that attempt starts.
+                wait_from = max(queued, started - timedelta(seconds=float(delays[-1])))
+                row.append(
+                    drawsvg.Rectangle(
+                        x_of(wait_from),
+                        y + 4,
+                        max(x_of(started) - x_of(wait_from), 1),
+                        14,
+                        fill="#fbbf24",
+                        fill_opacity=0.6,
+                        **{"class": "retry-wait"},
+                    )
+                )
         if origin is not None and started:
             stop = finished or end
             row.append(
