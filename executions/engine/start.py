@@ -172,7 +172,9 @@ def execution_start_deferred(*, execution_id, now=None) -> str:
         # The lock a debounce trigger takes to replace the input: the input read below is the
         # last one, and no trigger joins after the window has closed here.
         execution = (
-            Execution.objects.select_for_update()
+            # Only the execution's row: the workflow may be gone (a nullable join, which
+            # FOR UPDATE cannot lock).
+            Execution.objects.select_for_update(of=("self",))
             .select_related("snapshot", "workflow")
             .filter(id=execution_id, deferred=True, status=ExecutionStatus.PENDING)
             .first()
