@@ -322,24 +322,31 @@ def _histogram_summary(histograms: dict[str, counters.Histogram]) -> dict[str, A
     }
 
 
-def metrics_document(timeout: float = 2.0) -> dict[str, Any]:
-    """The detailed view: queue analysis, active jobs, recent failures, counters, resources."""
+# What the JSON view leaves out for callers that are not privileged (monitoring.access).
+RESTRICTED = ("recent_failures", "active_jobs")
+
+
+def metrics_document(timeout: float = 2.0, *, details: bool = False) -> dict[str, Any]:
+    """The detailed view: queue analysis, counters, resources; with ``details`` also what each
+    worker runs and the recent failures with their error documents, which carry other users'
+    inputs, remote response bodies and URLs. Without ``details`` those are not even read (the
+    inspect broadcast is the slowest part of the view)."""
     started = time.perf_counter()
-    results = run_concurrently(
-        {
-            "database": lambda: {
-                "ok": True,
-                "figures": database_figures(timeout=timeout),
-                "failures": recent_failures(),
-            },
-            "broker": lambda: {"ok": True, "waiting": broker_depths(timeout)},
-            "counters": lambda: {"ok": True, "snapshot": counters.read()},
-            # Workers answer within milliseconds; inspect waits out its whole timeout.
-            "active_jobs": lambda: {"ok": True, **active_jobs(timeout=min(timeout, 0.5))},
-            "system": lambda: {"ok": True, **system_resources()},
+    probes = {
+        "database": lambda: {
+            "ok": True,
+            "figures": database_figures(timeout=timeout),
+            "failures": recent_failures() if details else None,
         },
-        budget=timeout + 0.5,
-    )
+        "broker": lambda: {"ok": True, "waiting": broker_depths(timeout)},
+        "counters": lambda: {"ok": True, "snapshot": counters.read()},
+        "system": lambda: {"ok": True, **system_resources()},
+    }
+    if details:
+        # Workers answer within milliseconds; inspect waits out its whole timeout.
+        probes["active_jobs"] = lambda: {"ok": True, **active_jobs(timeout=min(timeout, 0.5))}
+    results = run_concurrently(probes, budget=timeout + 0.5)
+    jobs = results.get("active_jobs", {})
     db, broker, snap = results["database"], results["broker"], results["counters"]
     figures = db.get("figures")
     queues: dict[str, Any] = {}
@@ -364,12 +371,11 @@ def metrics_document(timeout: float = 2.0) -> dict[str, Any]:
         "executions": None,
         "node_runs": None,
         "counters": None,
-        "active_jobs": {
-            k: v for k, v in results["active_jobs"].items() if k not in ("ok", "latency_ms")
-        }
-        if results["active_jobs"].get("ok")
+        "active_jobs": {k: v for k, v in jobs.items() if k not in ("ok", "latency_ms")}
+        if jobs.get("ok")
         else None,
         "recent_failures": db.get("failures"),
+        "restricted": [] if details else list(RESTRICTED),
         "system": {k: v for k, v in results["system"].items() if k not in ("ok", "latency_ms")}
         if results["system"].get("ok")
         else None,

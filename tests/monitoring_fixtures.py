@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
-__all__ = ["beat_ran", "closed_port", "hanging_port"]
+from monitoring.health import health_cache
+
+__all__ = ["beat_ran", "closed_port", "fresh_health_cache", "hanging_port", "staff_client"]
 
 
 @pytest.fixture
@@ -70,3 +73,22 @@ def beat_ran():
         return task
 
     return record
+
+
+@pytest.fixture(autouse=True)
+def fresh_health_cache() -> Iterator[None]:
+    """Each test probes for itself: no health document shared from the test before."""
+    health_cache.clear()
+    yield
+    health_cache.clear()
+
+
+@pytest.fixture
+def staff_client(django_user_model) -> Client:
+    """A session of a staff user: reads monitoring details (worker names, failures)."""
+    operator = django_user_model.objects.create_user(
+        username="operator", password="pw-operator-123", is_staff=True
+    )
+    client = Client()
+    client.force_login(operator)
+    return client

@@ -26,9 +26,9 @@ def timed_get(client, url: str, **headers):
     return response, time.monotonic() - started
 
 
-def test_everything_up_is_ok(worker, client, beat_ran):
+def test_everything_up_is_ok(worker, staff_client, beat_ran):
     beat_ran()
-    response, took = timed_get(client, "/monitoring/health")
+    response, took = timed_get(staff_client, "/monitoring/health")
     assert response.status_code == 200, response.content
     doc = response.json()
     assert doc["status"] == "ok", doc
@@ -76,7 +76,8 @@ def test_counts_failures_stale_executions_and_waiting_messages(worker, client, b
     assert doc["queues"][other]["waiting"] == 1
 
 
-def test_beat_silent_is_degraded(worker, client, beat_ran):
+def test_beat_silent_is_degraded(worker, staff_client, beat_ran):
+    client = staff_client  # fresh probes on every call
     beat_ran(ago=timedelta(seconds=settings.WECONNECT_BEAT_SILENT_AFTER + 60))
     doc = client.get("/monitoring/health").json()
     assert doc["status"] == "degraded"
@@ -161,8 +162,9 @@ def test_token_protection(worker, client, beat_ran):
         "checks",
         "queues",
         "executions",
+        "age_seconds",
     }
-    assert set(query.json()) == {"status", "checks", "queues", "executions"}
+    assert set(query.json()) == {"status", "checks", "queues", "executions", "age_seconds"}
 
 
 def test_only_get(client):

@@ -154,7 +154,8 @@ def test_histogram_buckets_are_cumulative():
     assert snap.node_runs[("bucket_probe", "succeeded")] == 2
 
 
-def test_json_view(worker, client, user):
+def test_json_view(worker, staff_client, user):
+    client = staff_client  # recent failures and active jobs are for staff or the token
     wf = make_workflow(
         user, [node("boom", "test_behave", config={"fail_attempts": 9, "retryable": False})]
     )

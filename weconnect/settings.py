@@ -242,13 +242,19 @@ CELERY_TASK_TIME_LIMIT = 660
 
 # --- Monitoring ---------------------------------------------------------------------------
 # When set, /monitoring/metrics needs it (Authorization: Bearer <token> or ?token=) and
-# /monitoring/health answers only {"status": ...} without it.
+# /monitoring/health answers only {"status": ...} without it. Failure details and worker names
+# need it (or a staff user) in any case (monitoring/access.py).
 WECONNECT_MONITORING_TOKEN = env_str("WECONNECT_MONITORING_TOKEN")
 # Each health probe gives up after this long; the whole health answer after the budget.
 WECONNECT_HEALTH_PROBE_TIMEOUT = env_float(
     "WECONNECT_HEALTH_PROBE_TIMEOUT", 0.5, minimum=0.05, maximum=5
 )
 WECONNECT_HEALTH_BUDGET = env_float("WECONNECT_HEALTH_BUDGET", 0.9, minimum=0.1, maximum=10)
+# Public health calls share one probe result for this long (per web process): any number of
+# callers costs one probe. 0 probes on every call.
+WECONNECT_HEALTH_CACHE_SECONDS = env_float(
+    "WECONNECT_HEALTH_CACHE_SECONDS", 1.5, minimum=0, maximum=60
+)
 # Beat is reported silent when the recovery task's last run (PeriodicTask.last_run_at, which
 # Beat writes back every 3 minutes) is older than this many seconds.
 WECONNECT_BEAT_SILENT_AFTER = env_int(
