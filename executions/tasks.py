@@ -7,6 +7,7 @@ from celery import shared_task
 from executions.engine.recovery import recovery_run
 from executions.engine.runner import node_run_execute
 from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnect.run_scheduled)
+from monitoring import counters
 
 
 @shared_task(
@@ -26,7 +27,9 @@ def run_node(self, execution_id: str, node: str) -> str:
 
 @shared_task(name="weconnect.recovery", ignore_result=True, acks_late=True)
 def recovery() -> dict:
-    return recovery_run().as_dict()
+    report = recovery_run().as_dict()
+    counters.record_recovery_ran()
+    return report
 
 
 @shared_task(name="weconnect.check_deadline", ignore_result=True, acks_late=True)

@@ -31,6 +31,16 @@ def database_url_for_workers() -> str:
     return f"postgres://{user}{password}@{host}/{db['NAME']}"
 
 
+def worker_queues(env: dict) -> dict[str, str]:
+    """The queue names a process with this environment uses (as weconnect/settings.py names
+    them)."""
+    base = env.get("WECONNECT_QUEUE") or "weconnect"
+    return {
+        "workflow": env.get("WECONNECT_WORKFLOW_QUEUE") or f"{base}-workflow",
+        "node": env.get("WECONNECT_NODE_QUEUE") or f"{base}-node",
+    }
+
+
 class WorkerProcess:
     """A real `celery worker` process on this run's queue, against the test database."""
 
@@ -41,10 +51,13 @@ class WorkerProcess:
         name: str = "main",
         env: dict | None = None,
         base_env: dict | None = None,
+        roles: tuple[str, ...] = ("workflow", "node"),
     ):
         """``env`` is added to this run's environment pointed at the test database;
-        ``base_env`` replaces that environment whole (a worker on another database)."""
+        ``base_env`` replaces that environment whole (a worker on another database);
+        ``roles`` are the queues it consumes (both, as the Procfile's worker does)."""
         self.concurrency = concurrency
+        self.roles = roles
         self.hostname = f"wctest-{RUN_ID}-{name}@localhost"
         if base_env is None:
             base_env = {**os.environ, "DATABASE_URL": database_url_for_workers()}
@@ -69,7 +82,7 @@ class WorkerProcess:
                 "-n",
                 self.hostname,
                 "-Q",
-                self.env.get("WECONNECT_QUEUE", settings.WECONNECT_QUEUE),
+                ",".join(worker_queues(self.env)[role] for role in self.roles),
                 "--without-mingle",
                 "--without-gossip",
                 "-l",

@@ -38,12 +38,13 @@ def test_everything_up_is_ok(worker, staff_client, beat_ran):
     assert checks["database"]["latency_ms"] >= 0 and checks["redis"]["latency_ms"] >= 0
     assert checks["workers"]["online"] >= 1
     assert worker.hostname in checks["workers"]["workers"]
-    assert checks["beat"]["last_sweep"]
-    queue = doc["queues"][settings.WECONNECT_QUEUE]
-    # Messages left by earlier tests may still be draining; the exact count is checked on a
-    # queue of its own below.
-    assert isinstance(queue.pop("waiting"), int)
-    assert queue == {"active": 0, "failed": 0}
+    assert checks["beat"]["recovery_last_run"]
+    assert set(doc["queues"]) == {"workflow", "node"}
+    for queue in doc["queues"].values():
+        # Messages left by earlier tests may still be draining; the exact count is checked on
+        # a queue of its own below.
+        assert isinstance(queue.pop("waiting"), int)
+        assert queue == {"active": 0, "failed": 0}
     assert doc["executions"] == {"running": 0, "pending": 0, "stale": 0}
     assert took < 1.5
     assert response["Cache-Control"].startswith("max-age=0")
@@ -65,15 +66,17 @@ def test_counts_failures_stale_executions_and_waiting_messages(worker, client, b
     Execution.objects.filter(id=ok.id).update(
         status="running", created_at=two_days_ago, started_at=two_days_ago, finished_at=None
     )
-    # A message for a task nobody consumes: it waits in a queue of its own.
+    # A message for a task nobody consumes: it waits in a queue of its own, here in the role of
+    # the workflow queue.
     other = f"{settings.WECONNECT_QUEUE}-idle"
     app.send_task("weconnect.nothing", queue=other)
-    doc = HealthCheck(queues=[settings.WECONNECT_QUEUE, other]).run()
+    doc = HealthCheck(queues={"workflow": other, "node": settings.WECONNECT_NODE_QUEUE}).run()
     assert doc["status"] == "degraded", doc  # a stale execution needs attention
     assert doc["executions"] == {"running": 1, "pending": 0, "stale": 1}
-    queue = doc["queues"][settings.WECONNECT_QUEUE]
+    assert set(doc["queues"]) == {"workflow", "node"}
+    queue = doc["queues"]["node"]
     assert queue["failed"] == NodeRun.objects.filter(status="failed").count() == 1
-    assert doc["queues"][other]["waiting"] == 1
+    assert doc["queues"]["workflow"] == {"waiting": 1, "active": 1, "failed": 1}
 
 
 def test_beat_silent_is_degraded(worker, staff_client, beat_ran):
@@ -87,7 +90,8 @@ def test_beat_silent_is_degraded(worker, staff_client, beat_ran):
     doc = client.get("/monitoring/health").json()
     assert doc["checks"]["beat"] == {
         "ok": False,
-        "last_sweep": None,
+        "recovery_last_run": None,
+        "recorded_by": None,
         "error": "weconnect-recovery has never run",
         "latency_ms": doc["checks"]["beat"]["latency_ms"],
     }
@@ -116,7 +120,8 @@ def test_redis_and_broker_closed_is_down_503(worker, client, beat_ran, closed_po
     assert not doc["checks"]["broker"]["ok"] and not doc["checks"]["redis"]["ok"]
     assert doc["checks"]["workers"]["ok"] is False
     assert doc["checks"]["database"]["ok"] is True
-    assert doc["queues"][settings.WECONNECT_QUEUE]["waiting"] is None
+    assert doc["queues"]["workflow"]["waiting"] is None
+    assert doc["queues"]["node"]["waiting"] is None
     assert took < 1.5
 
 

@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def scrape(client, **headers) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    headers.setdefault("HTTP_ACCEPT", "text/plain;version=0.0.4")
     response = client.get("/monitoring/metrics", **headers)
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain; version=")
@@ -86,7 +87,11 @@ def test_counters_move_after_executions_run(worker, client, user):
     assert moved("weconnect_executions", status="failed") == 2
     assert moved("weconnect_node_runs", node_type="test_behave", status="failed") == 2
     assert value(after, "weconnect_executions_in_progress") == 0
-    assert ("weconnect_queue_waiting_messages", (("queue", settings.WECONNECT_QUEUE),)) in after
+    for role, name in (
+        ("workflow", settings.WECONNECT_WORKFLOW_QUEUE),
+        ("node", settings.WECONNECT_NODE_QUEUE),
+    ):
+        assert ("weconnect_queue_waiting_messages", (("queue", name), ("role", role))) in after
     for source in ("database", "broker", "redis"):
         assert value(after, "weconnect_metrics_source_up", source=source) == 1
 
@@ -183,7 +188,9 @@ def test_json_view(worker, staff_client, user):
         "system",
     }
     assert all(s["ok"] for s in doc["sources"].values()), doc["sources"]
-    queue = doc["queues"][settings.WECONNECT_QUEUE]
+    assert set(doc["queues"]) == {"workflow", "node"}
+    queue = doc["queues"]["node"]
+    assert queue["name"] == settings.WECONNECT_NODE_QUEUE
     assert isinstance(queue["waiting"], int)
     assert queue["running"] == 1 and queue["failed_last_hour"] >= 1
     assert doc["executions"]["by_status"]["running"] == 1

@@ -3,7 +3,9 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import task_prerun, worker_process_init
+from celery.signals import celeryd_init, task_prerun, worker_process_init, worker_ready
+
+from monitoring import processes
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "weconnect.settings")
 
@@ -31,3 +33,20 @@ def _replace_broken_connections(**kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@celeryd_init.connect
+def _report_starting(sender=None, **kwargs) -> None:
+    # The first signal of a worker, long before it answers a ping: health reports it as
+    # starting rather than missing.
+    processes.start("worker", host=str(sender), state=processes.STARTING)
+
+
+@worker_ready.connect
+def _report_ready(**kwargs) -> None:
+    processes.set_state(processes.READY)
+
+
+@worker_process_init.connect
+def _report_pool_process(**kwargs) -> None:
+    processes.start("worker", state=processes.READY)

@@ -164,6 +164,12 @@ REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Every Redis key WeConnect itself writes starts with this prefix (locks, counters).
 WECONNECT_KEY_PREFIX = env_str("WECONNECT_KEY_PREFIX", "wc:")
 WECONNECT_QUEUE = env_str("WECONNECT_QUEUE", "weconnect")
+# Queues by role: node runs on one, everything else (recovery, deadline checks, wakes, scheduled
+# triggers, sweeps, retention) on the other, so upkeep never waits behind a backlog of node runs.
+WECONNECT_WORKFLOW_QUEUE = env_str("WECONNECT_WORKFLOW_QUEUE", f"{WECONNECT_QUEUE}-workflow")
+WECONNECT_NODE_QUEUE = env_str("WECONNECT_NODE_QUEUE", f"{WECONNECT_QUEUE}-node")
+if WECONNECT_WORKFLOW_QUEUE == WECONNECT_NODE_QUEUE:
+    raise ImproperlyConfigured("WECONNECT_WORKFLOW_QUEUE and WECONNECT_NODE_QUEUE must differ")
 # Redis redelivers an unacknowledged message after this many seconds; node time limits must
 # stay below it, and no countdown is ever longer than WECONNECT_MAX_ETA_SECONDS.
 WECONNECT_VISIBILITY_TIMEOUT = env_int("WECONNECT_VISIBILITY_TIMEOUT", 3600, minimum=60)
@@ -209,7 +215,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_TASK_DEFAULT_QUEUE = WECONNECT_QUEUE
+# Routing, not dispatch code, decides the queue: node runs to the node queue, any other task
+# (including what Beat sends) to the default, the workflow queue.
+CELERY_TASK_DEFAULT_QUEUE = WECONNECT_WORKFLOW_QUEUE
+CELERY_TASK_ROUTES = {"weconnect.run_node": {"queue": WECONNECT_NODE_QUEUE}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("WECONNECT_PREFETCH_MULTIPLIER", 1, minimum=1)
