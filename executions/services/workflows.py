@@ -27,13 +27,15 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
         "timeout_seconds": data.get("timeout_seconds", 3600),
         "schedule": data.get("schedule"),
         "webhook_enabled": data.get("webhook_enabled", False),
+        "retry": retry_policy(data.get("retry")),
         "nodes": [
             {
                 "key": n["key"],
                 "type": n["type"],
                 "name": n.get("name", ""),
                 "config": n.get("config") or {},
-                "retry": retry_policy(n.get("retry")),
+                # The policy in force for this node, resolved once: what GET shows is what runs.
+                "retry": retry_policy(data.get("retry"), n.get("retry")),
                 "timeout_seconds": n.get("timeout_seconds", 300),
             }
             for n in data["nodes"]
