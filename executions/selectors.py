@@ -26,3 +26,8 @@ def execution_list(*, user) -> QuerySet[Execution]:
         .prefetch_related(Prefetch("node_runs", queryset=NodeRun.objects.order_by("id")))
         .order_by("-created_at")
     )
+
+
+def execution_trace_context(execution_id) -> dict[str, str] | None:
+    """The trace context stored on an execution (read only when tracing is on)."""
+    return Execution.objects.filter(id=execution_id).values_list("trace_context", flat=True).first()

@@ -6,8 +6,10 @@ from celery import shared_task
 
 from executions.engine.recovery import recovery_run
 from executions.engine.runner import node_run_execute
+from executions.selectors import execution_trace_context
 from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnect.run_scheduled)
 from monitoring import counters
+from weconnect import tracing
 
 
 @shared_task(
@@ -20,9 +22,13 @@ from monitoring import counters
 )
 def run_node(self, execution_id: str, node: str) -> str:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return node_run_execute(
-        execution_id=execution_id, node=node, task_id=self.request.id, redelivered=redelivered
-    )
+    parent = execution_trace_context(execution_id) if tracing.enabled() else None
+    with tracing.node_run_span(execution_id=execution_id, node=node, parent=parent) as span:
+        outcome = node_run_execute(
+            execution_id=execution_id, node=node, task_id=self.request.id, redelivered=redelivered
+        )
+        tracing.node_run_outcome(span, outcome)
+    return outcome
 
 
 @shared_task(name="weconnect.recovery", ignore_result=True, acks_late=True)

@@ -3,9 +3,17 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import celeryd_init, task_prerun, worker_process_init, worker_ready
+from celery.signals import (
+    beat_init,
+    celeryd_init,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 from monitoring import processes
+from weconnect import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "weconnect.settings")
 
@@ -50,3 +58,20 @@ def _report_ready(**kwargs) -> None:
 @worker_process_init.connect
 def _report_pool_process(**kwargs) -> None:
     processes.start("worker", state=processes.READY)
+
+
+@worker_process_init.connect
+def _tracing_in_pool_process(**kwargs) -> None:
+    # After the fork: the span exporter's thread does not survive one.
+    tracing.configure("weconnect-worker")
+
+
+@worker_process_shutdown.connect
+def _tracing_flush(**kwargs) -> None:
+    tracing.shutdown()
+
+
+@beat_init.connect
+def _tracing_in_beat(**kwargs) -> None:
+    # Beat's sends carry the context of the scheduled trigger's trace to the task.
+    tracing.configure("weconnect-beat")

@@ -2,7 +2,12 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from weconnect import tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "weconnect.settings")
+# Before the handler is built: Django's instrumentation adds its middleware (when tracing is
+# configured at all; otherwise nothing of OpenTelemetry is loaded).
+tracing.configure("weconnect-web")
 application = get_wsgi_application()
 
 from monitoring import processes  # noqa: E402  (needs the settings configured above)

@@ -31,6 +31,7 @@ from executions.models import Execution, NodeRun, Workflow
 from executions.nodes import Context, NodeError, NodeTimeout, Result, Wait, get_node_type
 from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
 from monitoring import counters
+from weconnect import tracing
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -290,6 +291,9 @@ def node_run_execute(
     node_type = get_node_type(spec.type)
     attempt = run.attempts
     fields = {"execution_id": str(execution.id), "node": node, "attempt": attempt}
+    tracing.annotate_node_run(
+        workflow_id=execution.workflow.id, node_type=spec.type, attempt=attempt
+    )
     log.info("node started", extra=fields)
     ctx = Context(
         execution_id=str(execution.id),

@@ -26,6 +26,7 @@ from executions.states import (
     Trigger,
     transition,
 )
+from weconnect import tracing
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -102,6 +103,7 @@ def execution_create(
                 parent_node_run_id=parent_node_run_id,
                 depth=depth,
                 deadline_at=now + timedelta(seconds=timeout),
+                trace_context=tracing.execution_trace(workflow_id=workflow.pk, trigger=trigger),
             )
             items: list[dispatch.Dispatch] = []
             rows = []
