@@ -9,8 +9,9 @@ Status:
 - ``down`` (HTTP 503): the database or the broker is unreachable. Nothing can be started or
   run: the API cannot record an execution and no message reaches a worker.
 - ``degraded`` (HTTP 200): the engine still makes progress, or will once the part is back, but
-  something needs attention: no worker answers the ping, Beat's recovery task has not run
-  recently, Redis for locks and counters is unreachable while the broker is fine (joins fall
+  something needs attention: no worker answers the ping (and none is starting: a worker that
+  has booted but cannot answer yet is reported as ``starting``), the recovery pass has not run
+  recently (its own record, else Beat's), Redis for locks and counters is unreachable while the broker is fine (joins fall
   back to row locks, metrics counters stop), the statistics queries did not finish, or
   executions are stale (active for longer than WECONNECT_STALE_AFTER, as the stale sweep
   counts it).

@@ -36,7 +36,8 @@ _state: dict[str, Any] = {"pid": None, "role": None, "host": None, "state": READ
 
 
 def _key() -> str:
-    return f"{settings.WECONNECT_KEY_PREFIX}processes"
+    # Beside the counters: aggregate monitoring data, not state of an execution.
+    return f"{settings.WECONNECT_KEY_PREFIX}metrics:processes"
 
 
 def _client():

@@ -127,15 +127,24 @@ def execution_trace(*, workflow_id: Any, trigger: str) -> dict[str, str] | None:
     return carrier
 
 
-@contextlib.contextmanager
+_OFF = contextlib.nullcontext()
+
+
 def node_run_span(
     *, execution_id: str, node: str, parent: Mapping[str, str] | None
-) -> Iterator[Any]:
+) -> contextlib.AbstractContextManager[Any]:
     """The span of one node run attempt, current while it runs; ``parent`` is the context
-    stored on the execution (the current context when there is none)."""
+    stored on the execution (the current context when there is none). With tracing off, a
+    shared no-op context manager (it yields None): nothing is created per node run."""
     if _tracer is None:
-        yield None
-        return
+        return _OFF
+    return _node_run_span(execution_id=execution_id, node=node, parent=parent)
+
+
+@contextlib.contextmanager
+def _node_run_span(
+    *, execution_id: str, node: str, parent: Mapping[str, str] | None
+) -> Iterator[Any]:
     from opentelemetry.propagate import extract
 
     context = extract(dict(parent)) if parent else None
