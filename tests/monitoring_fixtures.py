@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -57,10 +58,14 @@ def hanging_port() -> Iterator[int]:
 
 @pytest.fixture
 def beat_ran():
-    """Beat's record of the recovery task as Beat writes it (django_celery_beat's tables)."""
+    """Beat's record of the recovery task as Beat writes it (django_celery_beat's tables), and
+    no record of the recovery pass's own (a pass run by an earlier test would hide Beat's)."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+    from executions.engine.locks import redis_client
+
     def record(ago: timedelta | None = timedelta(seconds=5)) -> PeriodicTask:
+        redis_client().delete(f"{settings.WECONNECT_KEY_PREFIX}metrics:recovery_last_run")
         every, _ = IntervalSchedule.objects.get_or_create(every=10, period=IntervalSchedule.SECONDS)
         task, _ = PeriodicTask.objects.update_or_create(
             name="weconnect-recovery",
