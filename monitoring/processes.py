@@ -25,6 +25,8 @@ from typing import Any
 import psutil
 from django.conf import settings
 
+from executions.redis_client import redis_client
+
 log = logging.getLogger("weconnect.metrics")
 
 REPORT_SECONDS = 5.0
@@ -42,8 +44,6 @@ def _key() -> str:
 
 def _client():
     # The engine's client: short socket timeouts, created once per process.
-    from executions.engine.locks import redis_client
-
     return redis_client()
 
 

@@ -14,9 +14,7 @@ from django.test import Client, override_settings
 from executions.services.executions import execution_create
 from monitoring import health as health_module
 from tests.conftest import client_for
-from tests.helpers import make_workflow, node, wait_for
-from tests.monitoring_fixtures import *  # noqa: F403  (fixtures)
-from tests.security_fixtures import *  # noqa: F403  (fixtures)
+from tests.support.workflows import make_workflow, node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -17,11 +17,11 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from executions import counters
 from executions.tasks import recovery, run_node
-from monitoring import counters, processes
+from monitoring import processes
 from monitoring.health import HealthCheck, queue_depths
-from tests.conftest import WorkerProcess
-from tests.monitoring_fixtures import *  # noqa: F403  (fixtures)
+from tests.support.worker import WorkerProcess
 from weconnect.celery import app
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from executions.services.executions import execution_create
-from tests.helpers import make_workflow, node, runs_by_node, wait_for, workflow_doc
+from tests.support.workflows import make_workflow, node, runs_by_node, wait_for, workflow_doc
 
 DEFAULT = {"max_retries": 3, "backoff_seconds": 1.0, "max_backoff_seconds": 60.0, "jitter": False}
 

@@ -22,8 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from executions.models import Execution, NodeRun
 from executions.tasks import run_node
-from tests.helpers import edge, make_workflow, node
-from tests.security_fixtures import *  # noqa: F403  (fixtures: http_server)
+from tests.support.workflows import edge, make_workflow, node
 from weconnect import tracing
 
 pytestmark = pytest.mark.django_db  # one transaction: nothing is dispatched to a worker

@@ -62,7 +62,7 @@ def beat_ran():
     no record of the recovery pass's own (a pass run by an earlier test would hide Beat's)."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    from executions.engine.locks import redis_client
+    from executions.redis_client import redis_client
 
     def record(ago: timedelta | None = timedelta(seconds=5)) -> PeriodicTask:
         redis_client().delete(f"{settings.WECONNECT_KEY_PREFIX}metrics:recovery_last_run")
