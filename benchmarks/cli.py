@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace, env: environment.BenchEnvironment) -> int:
 
     def start_worker(kind: str, n: int) -> Worker:
         app_name, queue, celery_app = (
-            ("weconnect", env.queue, engine_app)
+            ("weconnect", f"{env.queue}-workflow,{env.queue}-node", engine_app)
             if kind == "engine"
             else ("benchmarks.raw", env.raw_queue, raw.app)
         )

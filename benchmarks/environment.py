@@ -57,6 +57,9 @@ def export(env: BenchEnvironment) -> None:
     os.environ["DATABASE_URL"] = env.database_url
     os.environ["REDIS_URL"] = env.redis_url
     os.environ["WECONNECT_QUEUE"] = env.queue
+    # The workflow and node queues are named after WECONNECT_QUEUE.
+    os.environ.pop("WECONNECT_WORKFLOW_QUEUE", None)
+    os.environ.pop("WECONNECT_NODE_QUEUE", None)
     os.environ["WECONNECT_KEY_PREFIX"] = env.key_prefix
     os.environ["WECONNECT_BROKER_KEY_PREFIX"] = env.broker_prefix
     os.environ["WCBENCH_RAW_QUEUE"] = env.raw_queue

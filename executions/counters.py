@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -156,6 +157,19 @@ def record_recovery(report: Mapping[str, int]) -> None:
     counts = {k: int(v) for k, v in report.items() if v}
     if counts:
         _send(lambda pipe: [pipe.hincrby(_key("recovery"), k, v) for k, v in counts.items()])
+
+
+def record_recovery_ran(when: float | None = None) -> None:
+    """The recovery pass finished: health reads this instead of Beat's lazily saved
+    ``last_run_at`` (written back only every few minutes), so it is right from the first pass."""
+    stamp = time.time() if when is None else when
+    _send(lambda pipe: pipe.set(_key("recovery_last_run"), repr(stamp)))
+
+
+def recovery_last_run(client: redis.Redis | None = None) -> float | None:
+    """When the recovery pass last finished (epoch seconds), or None. Raises redis errors."""
+    raw = (client or _client()).get(_key("recovery_last_run"))
+    return float(raw) if raw else None
 
 
 # --- reading ------------------------------------------------------------------------------

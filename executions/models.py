@@ -167,6 +167,9 @@ class Execution(models.Model):
     debounce_until = models.DateTimeField(null=True, blank=True)
     debounce_open = models.BooleanField(default=False)
     debounce_triggers = models.PositiveIntegerField(default=0)
+    # W3C trace context (traceparent, tracestate) of the execution when tracing is on: every
+    # node run's span hangs under it, wherever the run executes (weconnect/tracing.py).
+    trace_context = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

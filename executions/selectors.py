@@ -41,3 +41,8 @@ def execution_summary_list(*, user) -> QuerySet[Execution]:
         )
         .order_by("-created_at")
     )
+
+
+def execution_trace_context(execution_id) -> dict[str, str] | None:
+    """The trace context stored on an execution (read only when tracing is on)."""
+    return Execution.objects.filter(id=execution_id).values_list("trace_context", flat=True).first()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from executions import counters
 from executions.engine.completion import execution_time_out_if_due
 from executions.engine.execute import node_run_execute
 from executions.engine.recovery import recovery_run
 from executions.events.services import event_retention_sweep
+from executions.selectors import execution_trace_context
 from executions.services.bulk import TASK_NAME as BULK_TASK_NAME
 from executions.services.bulk import bulk_operation_run
 from executions.triggers.debounce import start_deferred  # noqa: F401  (weconnect.start_deferred)
 from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnect.run_scheduled)
+from weconnect import tracing
 
 
 @shared_task(
@@ -24,14 +27,20 @@ from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnec
 )
 def run_node(self, execution_id: str, node: str) -> str:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return node_run_execute(
-        execution_id=execution_id, node=node, task_id=self.request.id, redelivered=redelivered
-    )
+    parent = execution_trace_context(execution_id) if tracing.enabled() else None
+    with tracing.node_run_span(execution_id=execution_id, node=node, parent=parent) as span:
+        outcome = node_run_execute(
+            execution_id=execution_id, node=node, task_id=self.request.id, redelivered=redelivered
+        )
+        tracing.node_run_outcome(span, outcome)
+    return outcome
 
 
 @shared_task(name="weconnect.recovery", ignore_result=True, acks_late=True)
 def recovery() -> dict:
-    return recovery_run().as_dict()
+    report = recovery_run().as_dict()
+    counters.record_recovery_ran()
+    return report
 
 
 @shared_task(name="weconnect.check_deadline", ignore_result=True, acks_late=True)

@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from monitoring import checks  # noqa: F401  (registers the deploy check)
+
 
 class MonitoringConfig(AppConfig):
     name = "monitoring"

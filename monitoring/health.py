@@ -9,8 +9,9 @@ Status:
 - ``down`` (HTTP 503): the database or the broker is unreachable. Nothing can be started or
   run: the API cannot record an execution and no message reaches a worker.
 - ``degraded`` (HTTP 200): the engine still makes progress, or will once the part is back, but
-  something needs attention: no worker answers the ping, Beat's recovery task has not run
-  recently, Redis for locks and counters is unreachable while the broker is fine (joins fall
+  something needs attention: no worker answers the ping (and none is starting: a worker that
+  has booted but cannot answer yet is reported as ``starting``), the recovery pass has not run
+  recently (its own record, else Beat's), Redis for locks and counters is unreachable while the broker is fine (joins fall
   back to row locks, metrics counters stop), the statistics queries did not finish, or
   executions are stale (active for longer than WECONNECT_STALE_AFTER, as the stale sweep
   counts it).
@@ -20,11 +21,12 @@ Status:
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -33,8 +35,10 @@ from django.db import connections, transaction
 from django.utils import timezone
 from kombu import Connection
 
+from executions import counters
 from executions.models import Execution, NodeRun
 from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
+from monitoring import processes
 from weconnect.celery import app
 
 Probe = Callable[[], dict[str, Any]]
@@ -123,13 +127,13 @@ def _redis(url: str, timeout: float) -> redis.Redis:
     )
 
 
+def queue_roles() -> dict[str, str]:
+    """The engine's two queues by role: ``workflow`` (everything but node runs) and ``node``."""
+    return {"workflow": settings.WECONNECT_WORKFLOW_QUEUE, "node": settings.WECONNECT_NODE_QUEUE}
+
+
 def queue_names() -> list[str]:
-    names = [app.conf.task_default_queue or settings.WECONNECT_QUEUE]
-    for q in app.conf.task_queues or ():
-        name = getattr(q, "name", q)
-        if name not in names:
-            names.append(name)
-    return names
+    return list(queue_roles().values())
 
 
 def broker_key_prefix() -> str:
@@ -221,7 +225,7 @@ class HealthCheck:
     broker_url: str | None = None
     probe_timeout: float | None = None
     budget: float | None = None
-    queues: list[str] | None = None
+    queues: dict[str, str] | None = None  # role -> broker queue name
     key_prefix: str | None = None
     now: datetime | None = None
     extra: dict[str, Probe] = field(default_factory=dict)
@@ -231,7 +235,7 @@ class HealthCheck:
         self.broker_url = self.broker_url or settings.CELERY_BROKER_URL
         self.probe_timeout = self.probe_timeout or settings.WECONNECT_HEALTH_PROBE_TIMEOUT
         self.budget = self.budget or settings.WECONNECT_HEALTH_BUDGET
-        self.queues = self.queues or queue_names()
+        self.queues = self.queues or queue_roles()
         self.key_prefix = broker_key_prefix() if self.key_prefix is None else self.key_prefix
 
     # --- probes -------------------------------------------------------------------------
@@ -260,7 +264,7 @@ class HealthCheck:
     def probe_broker(self) -> dict[str, Any]:
         started = time.perf_counter()
         depths = broker_queue_depths(
-            self.broker_url, self.queues, self.key_prefix, self.probe_timeout
+            self.broker_url, list(self.queues.values()), self.key_prefix, self.probe_timeout
         )
         latency = round((time.perf_counter() - started) * 1000, 1)
         return {"ok": True, "latency_ms": latency, "waiting": depths}
@@ -269,23 +273,53 @@ class HealthCheck:
         with control_connection(self.broker_url, self.probe_timeout) as conn:
             replies = app.control.ping(timeout=self.probe_timeout * 0.8, connection=conn)
         names = sorted(name for reply in replies or [] for name in reply)
-        return {"ok": bool(names), "online": len(names), "workers": names}
+        # A worker still booting has reported itself but cannot answer the ping yet.
+        try:
+            entries = processes.read(_redis(self.redis_url, self.probe_timeout))
+            starting = [h for h in processes.starting_workers(entries) if h not in names]
+        except Exception:  # Redis is reported by its own probe
+            starting = []
+        doc: dict[str, Any] = {
+            "ok": bool(names or starting),
+            "online": len(names),
+            "starting": len(starting),
+            "workers": names,
+            "starting_workers": starting,
+        }
+        if not names and starting:
+            doc["state"] = "starting"
+        elif not names:
+            doc["error"] = "no worker answered the ping"
+        return doc
 
     def probe_beat(self) -> dict[str, Any]:
+        """When the recovery pass last ran: its own record in Redis (written at the end of
+        every pass), else Beat's ``last_run_at`` (which Beat saves only every few minutes, so
+        alone it left health ``degraded`` for the first minutes after a start)."""
         from django_celery_beat.models import PeriodicTask
 
         with transaction.atomic(using=self.database):
             self._with_statement_timeout()
-            last = (
+            beat_last = (
                 PeriodicTask.objects.using(self.database)
                 .filter(name=RECOVERY_TASK)
                 .values_list("last_run_at", flat=True)
                 .first()
             )
+        try:
+            stamp = counters.recovery_last_run(_redis(self.redis_url, self.probe_timeout))
+        except Exception:  # Redis is reported by its own probe; Beat's record remains
+            stamp = None
+        own_last = datetime.fromtimestamp(stamp, tz=UTC) if stamp else None
+        last = max((t for t in (own_last, beat_last) if t is not None), default=None)
         now = self.now or timezone.now()
         silent_after = settings.WECONNECT_BEAT_SILENT_AFTER
         ok = last is not None and (now - last).total_seconds() <= silent_after
-        doc: dict[str, Any] = {"ok": ok, "last_sweep": last.isoformat() if last else None}
+        doc: dict[str, Any] = {
+            "ok": ok,
+            "recovery_last_run": last.isoformat() if last else None,
+            "recorded_by": None if last is None else ("recovery" if last == own_last else "beat"),
+        }
         if not ok:
             doc["error"] = (
                 f"{RECOVERY_TASK} has never run"
@@ -304,8 +338,11 @@ class HealthCheck:
             stale = count_stale(executions, now)
             active = runs.filter(status=NodeRunStatus.RUNNING).count()
             # Failed in the last hour: by finished_at, the moment the run was given up on.
-            failed = runs.filter(
-                status=NodeRunStatus.FAILED, finished_at__gte=now - timedelta(hours=1)
+            hour_ago = now - timedelta(hours=1)
+            failed = runs.filter(status=NodeRunStatus.FAILED, finished_at__gte=hour_ago).count()
+            executions_failed = executions.filter(
+                status__in=[ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT],
+                finished_at__gte=hour_ago,
             ).count()
         return {
             "ok": True,
@@ -316,11 +353,17 @@ class HealthCheck:
             },
             "active": active,
             "failed": failed,
+            "executions_failed": executions_failed,
         }
 
     # --- the document -------------------------------------------------------------------
 
+    def cache_key(self) -> tuple:
+        queues = tuple(sorted(self.queues.items()))
+        return (self.database, self.redis_url, self.broker_url, queues, self.key_prefix)
+
     def run(self) -> dict[str, Any]:
+        probe_runs.increment()
         probes: dict[str, Probe] = {
             "database": self.probe_database,
             "redis": self.probe_redis,
@@ -338,14 +381,21 @@ class HealthCheck:
         workers = results["workers"]
         workers.setdefault("online", 0)
 
-        # All node runs go to the engine's queues; running and failed runs are counted against
-        # the default queue, the one the engine dispatches to.
+        # The queues by role, whatever the broker names them. ``node``: node runs running now
+        # and failed in the last hour. ``workflow``: executions running now and failed (or
+        # timed out) in the last hour, the work its upkeep tasks drive.
+        executions = stats.get("executions", {})
+        figures = {
+            "workflow": (executions.get("running"), stats.get("executions_failed")),
+            "node": (stats.get("active"), stats.get("failed")),
+        }
         queues: dict[str, dict[str, int | None]] = {}
-        for i, q in enumerate(self.queues):
-            queues[q] = {
-                "waiting": None if waiting is None else waiting.get(q, 0),
-                "active": stats.get("active") if i == 0 else 0,
-                "failed": stats.get("failed") if i == 0 else 0,
+        for role, name in self.queues.items():
+            active, failed = figures.get(role, (0, 0))
+            queues[role] = {
+                "waiting": None if waiting is None else waiting.get(name, 0),
+                "active": active,
+                "failed": failed,
             }
 
         status = OK
@@ -383,3 +433,83 @@ def _count_by_status(qs) -> dict[str, int]:
 def health_check(**options: Any) -> dict[str, Any]:
     """The full health document; ``options`` override the addresses and timeouts."""
     return HealthCheck(**options).run()
+
+
+class _Counter:
+    """How many times this process ran the probes (read by tests and the ``probes`` field)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def increment(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+probe_runs = _Counter()
+
+
+class HealthCache:
+    """The last health document of this process, shared by every caller for ``ttl`` seconds.
+
+    Probing costs real work elsewhere (a broadcast ping every worker answers, queries, round
+    trips): answering every public call with fresh probes let 32 parallel calls take the API's
+    latency from 4 ms to 1.8 s. So callers queue on one lock while the first of them probes,
+    and all get that result (single flight): any number of callers costs one probe per ``ttl``
+    in each web process. The probes are bounded by WECONNECT_HEALTH_BUDGET, so nobody waits on
+    the lock for longer than that.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._doc: dict[str, Any] | None = None
+        self._key: tuple | None = None
+        self._at = 0.0
+
+    def get(self, check: HealthCheck, ttl: float) -> dict[str, Any]:
+        key = check.cache_key()
+        with self._lock:
+            age = time.monotonic() - self._at
+            if self._doc is None or self._key != key or age >= ttl:
+                self._doc, self._key = check.run(), key
+                self._at, age = time.monotonic(), 0.0
+            doc = copy.deepcopy(self._doc)
+        doc["age_seconds"] = round(age, 3)
+        return doc
+
+    def put(self, check: HealthCheck, doc: dict[str, Any]) -> None:
+        with self._lock:
+            self._doc, self._key, self._at = copy.deepcopy(doc), check.cache_key(), time.monotonic()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._doc, self._key, self._at = None, None, 0.0
+
+
+health_cache = HealthCache()
+
+
+def cached_health_check(ttl: float | None = None) -> dict[str, Any]:
+    """The health document, at most ``ttl`` (WECONNECT_HEALTH_CACHE_SECONDS) seconds old."""
+    ttl = settings.WECONNECT_HEALTH_CACHE_SECONDS if ttl is None else ttl
+    return health_cache.get(HealthCheck(), ttl)
+
+
+def fresh_health_check() -> dict[str, Any]:
+    """Probes now (for privileged callers) and shares the result with the public ones."""
+    check = HealthCheck()
+    doc = check.run()
+    health_cache.put(check, doc)
+    doc["age_seconds"] = 0.0
+    return doc
+
+
+def public_health(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document without the workers' names: the counts of workers stay."""
+    doc = copy.deepcopy(doc)
+    workers = doc.get("checks", {}).get("workers")
+    if workers is not None:
+        workers.pop("workers", None)
+        workers.pop("starting_workers", None)
+    return doc

@@ -13,7 +13,9 @@ its series are left out, rather than failing the scrape.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,24 +26,27 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
 from executions import counters
 from executions.models import Execution, NodeRun
 from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
+from monitoring import processes
 from monitoring.health import (
     broker_key_prefix,
     broker_queue_depths,
     control_connection,
     count_stale,
     queue_names,
+    queue_roles,
     run_concurrently,
 )
 from weconnect.celery import app
@@ -111,11 +116,37 @@ def broker_depths(timeout: float = 1.0) -> dict[str, int]:
     )
 
 
+def own_process_entry() -> dict[str, Any]:
+    """The scraped process, as it would report itself (when it has not yet, or Redis is down)."""
+    return {
+        "role": processes.current_role() or "web",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "state": processes.READY,
+        **processes.usage(),
+    }
+
+
+def process_entries() -> list[dict[str, Any]]:
+    """Every web and worker process that reported recently, and always the scraped one."""
+    entries = processes.read()
+    if not any(e["pid"] == os.getpid() and e["host"] == socket.gethostname() for e in entries):
+        entries.append(own_process_entry())
+    return entries
+
+
+def instance_label(host: str, details: bool) -> str:
+    """A process's host: its name for privileged callers, a stable digest for the public (the
+    workers' names are not public, monitoring/access.py)."""
+    return host if details else hashlib.sha256(host.encode()).hexdigest()[:12]
+
+
 class WeConnectCollector(Collector):
     """Reads every source when scraped; registered on a registry made per request."""
 
-    def __init__(self, *, timeout: float = 2.0):
+    def __init__(self, *, timeout: float = 2.0, details: bool = False):
         self.timeout = timeout
+        self.details = details
 
     def collect(self) -> Iterator[Metric]:
         results = run_concurrently(
@@ -123,6 +154,7 @@ class WeConnectCollector(Collector):
                 "database": lambda: {"ok": True, "data": database_figures(timeout=self.timeout)},
                 "broker": lambda: {"ok": True, "data": broker_depths(self.timeout)},
                 "redis": lambda: {"ok": True, "data": counters.read()},
+                "processes": lambda: {"ok": True, "data": process_entries()},
             },
             budget=self.timeout + 0.5,
         )
@@ -139,14 +171,59 @@ class WeConnectCollector(Collector):
         if results["broker"].get("ok"):
             g = GaugeMetricFamily(
                 "weconnect_queue_waiting_messages",
-                "Messages waiting in the broker queue",
-                labels=["queue"],
+                "Messages waiting in the broker queue, by role (workflow, node) and name",
+                labels=["role", "queue"],
             )
-            for queue, n in results["broker"]["data"].items():
-                g.add_metric([queue], n)
+            for role, queue in queue_roles().items():
+                g.add_metric([role, queue], results["broker"]["data"].get(queue, 0))
             yield g
         if results["redis"].get("ok"):
             yield from self._counters(results["redis"]["data"])
+        entries = results["processes"].get("data") or [own_process_entry()]
+        yield from self._processes(entries)
+
+    def _processes(self, entries: list[dict[str, Any]]) -> Iterator[Metric]:
+        labels = ["role", "instance", "pid"]
+        families = [
+            (
+                GaugeMetricFamily(
+                    "weconnect_process_resident_memory_bytes",
+                    "Resident memory of each web and worker process",
+                    labels=labels,
+                ),
+                "resident_memory_bytes",
+            ),
+            (
+                CounterMetricFamily(
+                    "weconnect_process_cpu_seconds",
+                    "CPU time (user and system) of each web and worker process",
+                    labels=labels,
+                ),
+                "cpu_seconds",
+            ),
+            (
+                GaugeMetricFamily(
+                    "weconnect_process_open_fds",
+                    "Open file descriptors of each web and worker process",
+                    labels=labels,
+                ),
+                "open_files",
+            ),
+            (
+                GaugeMetricFamily(
+                    "weconnect_process_start_time_seconds",
+                    "Start time of each web and worker process (Unix epoch seconds)",
+                    labels=labels,
+                ),
+                "start_time_seconds",
+            ),
+        ]
+        for entry in entries:
+            values = [entry["role"], instance_label(entry["host"], self.details), str(entry["pid"])]
+            for family, field_name in families:
+                family.add_metric(values, float(entry.get(field_name) or 0))
+        for family, _ in families:
+            yield family
 
     def _database(self, figures: dict[str, Any]) -> Iterator[Metric]:
         g = GaugeMetricFamily("weconnect_executions", "Executions by status", labels=["status"])
@@ -231,10 +308,14 @@ class WeConnectCollector(Collector):
             yield h
 
 
-def exposition(timeout: float = 2.0) -> bytes:
+def exposition(timeout: float = 2.0, *, openmetrics: bool = False, details: bool = False) -> bytes:
+    """The Prometheus text format (or OpenMetrics): WeConnect's figures, every process's
+    resource use as reported to Redis, and the standard ``process_*`` series of the process
+    scraped."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WeConnectCollector(timeout=timeout))
-    return generate_latest(registry)
+    registry.register(WeConnectCollector(timeout=timeout, details=details))
+    ProcessCollector(registry=registry)
+    return (generate_openmetrics if openmetrics else generate_latest)(registry)
 
 
 # --- the JSON view ------------------------------------------------------------------------
@@ -316,38 +397,50 @@ def _histogram_summary(histograms: dict[str, counters.Histogram]) -> dict[str, A
     }
 
 
-def metrics_document(timeout: float = 2.0) -> dict[str, Any]:
-    """The detailed view: queue analysis, active jobs, recent failures, counters, resources."""
+# What the JSON view leaves out for callers that are not privileged (monitoring.access).
+RESTRICTED = ("recent_failures", "active_jobs")
+
+
+def metrics_document(timeout: float = 2.0, *, details: bool = False) -> dict[str, Any]:
+    """The detailed view: queue analysis, counters, resources; with ``details`` also what each
+    worker runs and the recent failures with their error documents, which carry other users'
+    inputs, remote response bodies and URLs. Without ``details`` those are not even read (the
+    inspect broadcast is the slowest part of the view)."""
     started = time.perf_counter()
-    results = run_concurrently(
-        {
-            "database": lambda: {
-                "ok": True,
-                "figures": database_figures(timeout=timeout),
-                "failures": recent_failures(),
-            },
-            "broker": lambda: {"ok": True, "waiting": broker_depths(timeout)},
-            "counters": lambda: {"ok": True, "snapshot": counters.read()},
-            # Workers answer within milliseconds; inspect waits out its whole timeout.
-            "active_jobs": lambda: {"ok": True, **active_jobs(timeout=min(timeout, 0.5))},
-            "system": lambda: {"ok": True, **system_resources()},
+    probes = {
+        "database": lambda: {
+            "ok": True,
+            "figures": database_figures(timeout=timeout),
+            "failures": recent_failures() if details else None,
         },
-        budget=timeout + 0.5,
-    )
+        "broker": lambda: {"ok": True, "waiting": broker_depths(timeout)},
+        "counters": lambda: {"ok": True, "snapshot": counters.read()},
+        "system": lambda: {"ok": True, **system_resources()},
+        "processes": lambda: {"ok": True, "entries": process_entries()},
+    }
+    if details:
+        # Workers answer within milliseconds; inspect waits out its whole timeout.
+        probes["active_jobs"] = lambda: {"ok": True, **active_jobs(timeout=min(timeout, 0.5))}
+    results = run_concurrently(probes, budget=timeout + 0.5)
+    jobs = results.get("active_jobs", {})
     db, broker, snap = results["database"], results["broker"], results["counters"]
     figures = db.get("figures")
     queues: dict[str, Any] = {}
-    for i, q in enumerate(queue_names()):
-        queues[q] = {
-            "waiting": broker["waiting"].get(q, 0) if broker.get("ok") else None,
-            # The engine sends every node run to its default queue: the database figures
-            # describe that queue.
-            "running": figures["running"] if figures and i == 0 else None,
-            "due": figures["due"] if figures and i == 0 else None,
-            "held_until_later": figures["later"] if figures and i == 0 else None,
-            "oldest_due_seconds": figures["oldest_due_seconds"] if figures and i == 0 else None,
-            "failed_last_hour": figures["failed_last_hour"] if figures and i == 0 else None,
+    for role, name in queue_roles().items():
+        queues[role] = {
+            "name": name,
+            "waiting": broker["waiting"].get(name, 0) if broker.get("ok") else None,
         }
+    # Node runs are sent to the node queue: the database figures describe that queue.
+    queues["node"].update(
+        {
+            "running": figures["running"] if figures else None,
+            "due": figures["due"] if figures else None,
+            "held_until_later": figures["later"] if figures else None,
+            "oldest_due_seconds": figures["oldest_due_seconds"] if figures else None,
+            "failed_last_hour": figures["failed_last_hour"] if figures else None,
+        }
+    )
     doc: dict[str, Any] = {
         "generated_at": timezone.now().isoformat(),
         "sources": {
@@ -358,12 +451,18 @@ def metrics_document(timeout: float = 2.0) -> dict[str, Any]:
         "executions": None,
         "node_runs": None,
         "counters": None,
-        "active_jobs": {
-            k: v for k, v in results["active_jobs"].items() if k not in ("ok", "latency_ms")
-        }
-        if results["active_jobs"].get("ok")
+        "active_jobs": {k: v for k, v in jobs.items() if k not in ("ok", "latency_ms")}
+        if jobs.get("ok")
         else None,
         "recent_failures": db.get("failures"),
+        "restricted": [] if details else list(RESTRICTED),
+        "processes": [
+            {
+                **{k: v for k, v in e.items() if k != "host"},
+                "instance": instance_label(e["host"], details),
+            }
+            for e in results["processes"].get("entries") or [own_process_entry()]
+        ],
         "system": {k: v for k, v in results["system"].items() if k not in ("ok", "latency_ms")}
         if results["system"].get("ok")
         else None,

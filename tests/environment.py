@@ -108,6 +108,9 @@ os.environ["DATABASE_URL"] = _unique_database(_database_url())
 os.environ["REDIS_URL"] = _redis_url()
 os.environ.setdefault("SECRET_KEY", f"test-only-{uuid.uuid4().hex}")
 os.environ["WECONNECT_QUEUE"] = f"wctest-{RUN_ID}"
+# The workflow and node queues are named after WECONNECT_QUEUE (unique to this run).
+os.environ.pop("WECONNECT_WORKFLOW_QUEUE", None)
+os.environ.pop("WECONNECT_NODE_QUEUE", None)
 os.environ["WECONNECT_KEY_PREFIX"] = f"wctest:{RUN_ID}:"
 os.environ["WECONNECT_BROKER_KEY_PREFIX"] = f"wctest-{RUN_ID}:"
 os.environ.setdefault("WECONNECT_LOG_LEVEL", "WARNING")

@@ -25,9 +25,9 @@ def timed_get(client, url: str, **headers):
     return response, time.monotonic() - started
 
 
-def test_everything_up_is_ok(worker, client, beat_ran):
+def test_everything_up_is_ok(worker, staff_client, beat_ran):
     beat_ran()
-    response, took = timed_get(client, "/monitoring/health")
+    response, took = timed_get(staff_client, "/monitoring/health")
     assert response.status_code == 200, response.content
     doc = response.json()
     assert doc["status"] == "ok", doc
@@ -37,12 +37,13 @@ def test_everything_up_is_ok(worker, client, beat_ran):
     assert checks["database"]["latency_ms"] >= 0 and checks["redis"]["latency_ms"] >= 0
     assert checks["workers"]["online"] >= 1
     assert worker.hostname in checks["workers"]["workers"]
-    assert checks["beat"]["last_sweep"]
-    queue = doc["queues"][settings.WECONNECT_QUEUE]
-    # Messages left by earlier tests may still be draining; the exact count is checked on a
-    # queue of its own below.
-    assert isinstance(queue.pop("waiting"), int)
-    assert queue == {"active": 0, "failed": 0}
+    assert checks["beat"]["recovery_last_run"]
+    assert set(doc["queues"]) == {"workflow", "node"}
+    for queue in doc["queues"].values():
+        # Messages left by earlier tests may still be draining; the exact count is checked on
+        # a queue of its own below.
+        assert isinstance(queue.pop("waiting"), int)
+        assert queue == {"active": 0, "failed": 0}
     assert doc["executions"] == {"running": 0, "pending": 0, "stale": 0}
     assert took < 1.5
     assert response["Cache-Control"].startswith("max-age=0")
@@ -64,18 +65,21 @@ def test_counts_failures_stale_executions_and_waiting_messages(worker, client, b
     Execution.objects.filter(id=ok.id).update(
         status="running", created_at=two_days_ago, started_at=two_days_ago, finished_at=None
     )
-    # A message for a task nobody consumes: it waits in a queue of its own.
+    # A message for a task nobody consumes: it waits in a queue of its own, here in the role of
+    # the workflow queue.
     other = f"{settings.WECONNECT_QUEUE}-idle"
     app.send_task("weconnect.nothing", queue=other)
-    doc = HealthCheck(queues=[settings.WECONNECT_QUEUE, other]).run()
+    doc = HealthCheck(queues={"workflow": other, "node": settings.WECONNECT_NODE_QUEUE}).run()
     assert doc["status"] == "degraded", doc  # a stale execution needs attention
     assert doc["executions"] == {"running": 1, "pending": 0, "stale": 1}
-    queue = doc["queues"][settings.WECONNECT_QUEUE]
+    assert set(doc["queues"]) == {"workflow", "node"}
+    queue = doc["queues"]["node"]
     assert queue["failed"] == NodeRun.objects.filter(status="failed").count() == 1
-    assert doc["queues"][other]["waiting"] == 1
+    assert doc["queues"]["workflow"] == {"waiting": 1, "active": 1, "failed": 1}
 
 
-def test_beat_silent_is_degraded(worker, client, beat_ran):
+def test_beat_silent_is_degraded(worker, staff_client, beat_ran):
+    client = staff_client  # fresh probes on every call
     beat_ran(ago=timedelta(seconds=settings.WECONNECT_BEAT_SILENT_AFTER + 60))
     doc = client.get("/monitoring/health").json()
     assert doc["status"] == "degraded"
@@ -85,7 +89,8 @@ def test_beat_silent_is_degraded(worker, client, beat_ran):
     doc = client.get("/monitoring/health").json()
     assert doc["checks"]["beat"] == {
         "ok": False,
-        "last_sweep": None,
+        "recovery_last_run": None,
+        "recorded_by": None,
         "error": "weconnect-recovery has never run",
         "latency_ms": doc["checks"]["beat"]["latency_ms"],
     }
@@ -114,7 +119,8 @@ def test_redis_and_broker_closed_is_down_503(worker, client, beat_ran, closed_po
     assert not doc["checks"]["broker"]["ok"] and not doc["checks"]["redis"]["ok"]
     assert doc["checks"]["workers"]["ok"] is False
     assert doc["checks"]["database"]["ok"] is True
-    assert doc["queues"][settings.WECONNECT_QUEUE]["waiting"] is None
+    assert doc["queues"]["workflow"]["waiting"] is None
+    assert doc["queues"]["node"]["waiting"] is None
     assert took < 1.5
 
 
@@ -160,8 +166,9 @@ def test_token_protection(worker, client, beat_ran):
         "checks",
         "queues",
         "executions",
+        "age_seconds",
     }
-    assert set(query.json()) == {"status", "checks", "queues", "executions"}
+    assert set(query.json()) == {"status", "checks", "queues", "executions", "age_seconds"}
 
 
 def test_only_get(client):

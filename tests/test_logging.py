@@ -131,7 +131,7 @@ def test_json_lines_from_a_worker_process(user):
         execution = queued_execution(
             user, [node("only", "test_behave", config={"output": {"ok": 1}})]
         )
-        run_node.apply_async(args=[str(execution.id), "only"], queue=queue)
+        run_node.apply_async(args=[str(execution.id), "only"], queue=f"{queue}-node")
         assert wait_for(execution.id, timeout=30).status == "succeeded"
         deadline = time.monotonic() + 10
         while True:

@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def scrape(client, **headers) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    headers.setdefault("HTTP_ACCEPT", "text/plain;version=0.0.4")
     response = client.get("/monitoring/metrics", **headers)
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain; version=")
@@ -85,7 +86,11 @@ def test_counters_move_after_executions_run(worker, client, user):
     assert moved("weconnect_executions", status="failed") == 2
     assert moved("weconnect_node_runs", node_type="test_behave", status="failed") == 2
     assert value(after, "weconnect_executions_in_progress") == 0
-    assert ("weconnect_queue_waiting_messages", (("queue", settings.WECONNECT_QUEUE),)) in after
+    for role, name in (
+        ("workflow", settings.WECONNECT_WORKFLOW_QUEUE),
+        ("node", settings.WECONNECT_NODE_QUEUE),
+    ):
+        assert ("weconnect_queue_waiting_messages", (("queue", name), ("role", role))) in after
     for source in ("database", "broker", "redis"):
         assert value(after, "weconnect_metrics_source_up", source=source) == 1
 
@@ -153,7 +158,8 @@ def test_histogram_buckets_are_cumulative():
     assert snap.node_runs[("bucket_probe", "succeeded")] == 2
 
 
-def test_json_view(worker, client, user):
+def test_json_view(worker, staff_client, user):
+    client = staff_client  # recent failures and active jobs are for staff or the token
     wf = make_workflow(
         user, [node("boom", "test_behave", config={"fail_attempts": 9, "retryable": False})]
     )
@@ -181,7 +187,9 @@ def test_json_view(worker, client, user):
         "system",
     }
     assert all(s["ok"] for s in doc["sources"].values()), doc["sources"]
-    queue = doc["queues"][settings.WECONNECT_QUEUE]
+    assert set(doc["queues"]) == {"workflow", "node"}
+    queue = doc["queues"]["node"]
+    assert queue["name"] == settings.WECONNECT_NODE_QUEUE
     assert isinstance(queue["waiting"], int)
     assert queue["running"] == 1 and queue["failed_last_hour"] >= 1
     assert doc["executions"]["by_status"]["running"] == 1

@@ -84,7 +84,11 @@ def test_allowed_status_is_a_success_without_retry(worker, user, http_server, co
 
 
 def test_slow_route_hits_the_timeout_and_fails(worker, user, http_server):
-    wf = make_workflow(user, [http_node(url=f"{http_server.base}/slow/3", timeout=0.5)])
+    # A single attempt: a timeout is retryable, and retries are on by default.
+    single = {"max_retries": 0}
+    wf = make_workflow(
+        user, [http_node(url=f"{http_server.base}/slow/3", timeout=0.5, retry=single)]
+    )
     ex = run(wf)
     assert ex.status == "failed"
     call = runs_by_node(ex)["call"]

@@ -3,7 +3,17 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import task_prerun, worker_process_init
+from celery.signals import (
+    beat_init,
+    celeryd_init,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
+
+from monitoring import processes
+from weconnect import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "weconnect.settings")
 
@@ -31,3 +41,37 @@ def _replace_broken_connections(**kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@celeryd_init.connect
+def _report_starting(sender=None, **kwargs) -> None:
+    # The first signal of a worker, long before it answers a ping: health reports it as
+    # starting rather than missing.
+    processes.start("worker", host=str(sender), state=processes.STARTING)
+
+
+@worker_ready.connect
+def _report_ready(**kwargs) -> None:
+    processes.set_state(processes.READY)
+
+
+@worker_process_init.connect
+def _report_pool_process(**kwargs) -> None:
+    processes.start("worker", state=processes.READY)
+
+
+@worker_process_init.connect
+def _tracing_in_pool_process(**kwargs) -> None:
+    # After the fork: the span exporter's thread does not survive one.
+    tracing.configure("weconnect-worker")
+
+
+@worker_process_shutdown.connect
+def _tracing_flush(**kwargs) -> None:
+    tracing.shutdown()
+
+
+@beat_init.connect
+def _tracing_in_beat(**kwargs) -> None:
+    # Beat's sends carry the context of the scheduled trigger's trace to the task.
+    tracing.configure("weconnect-beat")

@@ -156,6 +156,11 @@ def stack_environment(base: dict[str, str], *, var_dir: Path, redis_url: str) ->
     env["REDIS_URL"] = redis_url
     if not env.get("WEB_BIND"):
         env["WEB_BIND"] = f"127.0.0.1:{port_or_free(8000)}"
+    # honcho gives every process a PORT (5000 unless PORT is set), and the Procfile's web binds
+    # WEB_HOST:$PORT when PORT is set: hand it the address chosen above.
+    host, _, port = env["WEB_BIND"].rpartition(":")
+    if port.isdigit() and host:
+        env["PORT"], env["WEB_HOST"] = port, host
     if not env.get("FLOWER_PORT"):
         env["FLOWER_PORT"] = str(port_or_free(5555))
     # The admin links node runs to their Celery tasks in this Flower.

@@ -184,6 +184,12 @@ REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Every Redis key WeConnect itself writes starts with this prefix (locks, counters).
 WECONNECT_KEY_PREFIX = env_str("WECONNECT_KEY_PREFIX", "wc:")
 WECONNECT_QUEUE = env_str("WECONNECT_QUEUE", "weconnect")
+# Queues by role: node runs on one, everything else (recovery, deadline checks, wakes, scheduled
+# triggers, sweeps, retention) on the other, so upkeep never waits behind a backlog of node runs.
+WECONNECT_WORKFLOW_QUEUE = env_str("WECONNECT_WORKFLOW_QUEUE", f"{WECONNECT_QUEUE}-workflow")
+WECONNECT_NODE_QUEUE = env_str("WECONNECT_NODE_QUEUE", f"{WECONNECT_QUEUE}-node")
+if WECONNECT_WORKFLOW_QUEUE == WECONNECT_NODE_QUEUE:
+    raise ImproperlyConfigured("WECONNECT_WORKFLOW_QUEUE and WECONNECT_NODE_QUEUE must differ")
 # Redis redelivers an unacknowledged message after this many seconds; node time limits must
 # stay below it, and no countdown is ever longer than WECONNECT_MAX_ETA_SECONDS.
 WECONNECT_VISIBILITY_TIMEOUT = env_int("WECONNECT_VISIBILITY_TIMEOUT", 3600, minimum=60)
@@ -245,7 +251,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_TASK_DEFAULT_QUEUE = WECONNECT_QUEUE
+# Routing, not dispatch code, decides the queue: node runs to the node queue, any other task
+# (including what Beat sends) to the default, the workflow queue.
+CELERY_TASK_DEFAULT_QUEUE = WECONNECT_WORKFLOW_QUEUE
+CELERY_TASK_ROUTES = {"weconnect.run_node": {"queue": WECONNECT_NODE_QUEUE}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("WECONNECT_PREFETCH_MULTIPLIER", 1, minimum=1)
@@ -287,13 +296,19 @@ CELERY_TASK_TIME_LIMIT = 660
 
 # --- Monitoring ---------------------------------------------------------------------------
 # When set, /monitoring/metrics needs it (Authorization: Bearer <token> or ?token=) and
-# /monitoring/health answers only {"status": ...} without it.
+# /monitoring/health answers only {"status": ...} without it. Failure details and worker names
+# need it (or a staff user) in any case (monitoring/access.py).
 WECONNECT_MONITORING_TOKEN = env_str("WECONNECT_MONITORING_TOKEN")
 # Each health probe gives up after this long; the whole health answer after the budget.
 WECONNECT_HEALTH_PROBE_TIMEOUT = env_float(
     "WECONNECT_HEALTH_PROBE_TIMEOUT", 0.5, minimum=0.05, maximum=5
 )
 WECONNECT_HEALTH_BUDGET = env_float("WECONNECT_HEALTH_BUDGET", 0.9, minimum=0.1, maximum=10)
+# Public health calls share one probe result for this long (per web process): any number of
+# callers costs one probe. 0 probes on every call.
+WECONNECT_HEALTH_CACHE_SECONDS = env_float(
+    "WECONNECT_HEALTH_CACHE_SECONDS", 1.5, minimum=0, maximum=60
+)
 # Beat is reported silent when the recovery task's last run (PeriodicTask.last_run_at, which
 # Beat writes back every 3 minutes) is older than this many seconds.
 WECONNECT_BEAT_SILENT_AFTER = env_int(

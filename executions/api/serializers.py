@@ -25,16 +25,37 @@ from executions.validation import validate_graph
 
 
 class RetryInputSerializer(serializers.Serializer):
+    """A retry policy; a field left out keeps the value of the level above (node -> workflow
+    -> DEFAULT_RETRY), so ``{"max_retries": 0}`` alone turns retries off."""
+
     max_retries = serializers.IntegerField(
-        min_value=0, max_value=10, default=DEFAULT_RETRY["max_retries"]
+        min_value=0,
+        max_value=10,
+        required=False,
+        help_text=f"default {DEFAULT_RETRY['max_retries']}",
     )
     backoff_seconds = serializers.FloatField(
-        min_value=0, max_value=3600, default=DEFAULT_RETRY["backoff_seconds"]
+        min_value=0,
+        max_value=3600,
+        required=False,
+        help_text=f"default {DEFAULT_RETRY['backoff_seconds']}",
     )
     max_backoff_seconds = serializers.FloatField(
-        min_value=0, max_value=86400, default=DEFAULT_RETRY["max_backoff_seconds"]
+        min_value=0,
+        max_value=86400,
+        required=False,
+        help_text=f"default {DEFAULT_RETRY['max_backoff_seconds']}",
     )
-    jitter = serializers.BooleanField(default=DEFAULT_RETRY["jitter"])
+    jitter = serializers.BooleanField(
+        required=False, help_text=f"default {str(DEFAULT_RETRY['jitter']).lower()}"
+    )
+
+
+class RetryOutputSerializer(serializers.Serializer):
+    max_retries = serializers.IntegerField()
+    backoff_seconds = serializers.FloatField()
+    max_backoff_seconds = serializers.FloatField()
+    jitter = serializers.BooleanField()
 
 
 class NodeInputSerializer(serializers.Serializer):
@@ -128,6 +149,7 @@ class WorkflowInputSerializer(serializers.Serializer):
         help_text='Event names that start this workflow (trigger "event"): strings, or '
         '{"name": ..., "filter": <JMESPath over the event>} objects.',
     )
+    retry = RetryInputSerializer(required=False)
     nodes = NodeInputSerializer(many=True, allow_empty=True, max_length=1000)
     connections = ConnectionInputSerializer(many=True, default=list, max_length=5000)
 
@@ -162,7 +184,7 @@ class NodeOutputSerializer(serializers.Serializer):
     type = serializers.CharField()
     name = serializers.CharField()
     config = serializers.DictField()
-    retry = RetryInputSerializer()
+    retry = RetryOutputSerializer()
     timeout_seconds = serializers.IntegerField()
 
 
@@ -189,6 +211,7 @@ class WorkflowOutputSerializer(serializers.Serializer):
     debounce = serializers.JSONField(allow_null=True)
     schedule = serializers.JSONField(allow_null=True)
     events = serializers.JSONField()
+    retry = serializers.SerializerMethodField()
     nodes = serializers.SerializerMethodField()
     connections = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -211,6 +234,11 @@ class WorkflowOutputSerializer(serializers.Serializer):
         path = reverse("webhook", kwargs={"workflow_id": obj.pk})
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request is not None else path
+
+    def get_retry(self, obj) -> dict | None:
+        # The workflow's default for its nodes; versions saved before it existed have none
+        # (their nodes carry the policy they were saved with).
+        return self._graph(obj).get("retry")
 
     def get_nodes(self, obj) -> list[dict]:
         return NodeOutputSerializer(self._graph(obj)["nodes"], many=True).data

@@ -31,6 +31,7 @@ from executions.graph import Outcome, edge_fires, is_error_output
 from executions.models import NodeRun
 from executions.nodes import Context, Result, Wait, get_node_type
 from executions.states import ExecutionStatus, NodeRunStatus
+from weconnect import tracing
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -169,6 +170,9 @@ def node_run_execute(
     node_type = get_node_type(spec.type)
     attempt = run.attempts
     fields = {"execution_id": str(execution.id), "node": node, "attempt": attempt}
+    tracing.annotate_node_run(
+        workflow_id=execution.workflow.id, node_type=spec.type, attempt=attempt
+    )
     log.info("node started", extra=fields)
     predecessors = tuple(dict.fromkeys(e.source for e in graph.incoming[node]))
     ctx = Context(

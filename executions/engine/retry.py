@@ -1,4 +1,9 @@
-"""The retry policy of a node: exponential backoff with optional full jitter."""
+"""The retry policy of a node: exponential backoff with optional full jitter.
+
+By default a failed node is retried 3 times, after 1 s, 2 s and 4 s (as the engine WeConnect
+replaces did). A workflow's ``retry`` replaces fields of this default for all its nodes, a
+node's ``retry`` replaces fields of the workflow's; non-retryable errors are never retried.
+The policy in force is resolved when the workflow is saved and stored on every node."""
 
 from __future__ import annotations
 
@@ -7,15 +12,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 DEFAULT_RETRY = {
-    "max_retries": 0,
+    "max_retries": 3,
     "backoff_seconds": 1.0,
     "max_backoff_seconds": 60.0,
-    "jitter": True,
+    "jitter": False,
 }
 
 
-def retry_policy(retry: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {**DEFAULT_RETRY, **(retry or {})}
+def retry_policy(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The default, overridden field by field by each layer in turn (workflow, then node)."""
+    policy = dict(DEFAULT_RETRY)
+    for layer in layers:
+        policy.update(layer or {})
+    return policy
 
 
 def backoff_delay(

@@ -20,6 +20,7 @@ from executions.errors import Conflict
 from executions.graph import Graph, Outcome, find_cycle, initial_plan
 from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
 from executions.states import EXECUTION_ACTIVE, ExecutionStatus, Trigger
+from weconnect import tracing
 
 log = logging.getLogger("weconnect.engine")
 
@@ -88,6 +89,7 @@ def execution_create(
                 deferred=deferred,
                 not_before=not_before,
                 **(debounce or {}),
+                trace_context=tracing.execution_trace(workflow_id=workflow.pk, trigger=trigger),
             )
             if not deferred:
                 _execution_begin(execution, graph, reuse or [], input, now)

@@ -37,13 +37,15 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
         "webhook_respond_timeout_seconds": data.get("webhook_respond_timeout_seconds", 10),
         "webhook_respond_node": data.get("webhook_respond_node"),
         "debounce": dict(data["debounce"]) if data.get("debounce") else None,
+        "retry": retry_policy(data.get("retry")),
         "nodes": [
             {
                 "key": n["key"],
                 "type": n["type"],
                 "name": n.get("name", ""),
                 "config": n.get("config") or {},
-                "retry": retry_policy(n.get("retry")),
+                # The policy in force for this node, resolved once: what GET shows is what runs.
+                "retry": retry_policy(data.get("retry"), n.get("retry")),
                 "timeout_seconds": n.get("timeout_seconds", 300),
             }
             for n in data["nodes"]

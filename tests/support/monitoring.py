@@ -8,9 +8,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
+from django.test import Client
 from django.utils import timezone
 
-__all__ = ["beat_ran", "closed_port", "hanging_port"]
+from monitoring.health import health_cache
+
+__all__ = ["beat_ran", "closed_port", "fresh_health_cache", "hanging_port", "staff_client"]
 
 
 @pytest.fixture
@@ -54,10 +58,14 @@ def hanging_port() -> Iterator[int]:
 
 @pytest.fixture
 def beat_ran():
-    """Beat's record of the recovery task as Beat writes it (django_celery_beat's tables)."""
+    """Beat's record of the recovery task as Beat writes it (django_celery_beat's tables), and
+    no record of the recovery pass's own (a pass run by an earlier test would hide Beat's)."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+    from executions.redis_client import redis_client
+
     def record(ago: timedelta | None = timedelta(seconds=5)) -> PeriodicTask:
+        redis_client().delete(f"{settings.WECONNECT_KEY_PREFIX}metrics:recovery_last_run")
         every, _ = IntervalSchedule.objects.get_or_create(every=10, period=IntervalSchedule.SECONDS)
         task, _ = PeriodicTask.objects.update_or_create(
             name="weconnect-recovery",
@@ -70,3 +78,22 @@ def beat_ran():
         return task
 
     return record
+
+
+@pytest.fixture(autouse=True)
+def fresh_health_cache() -> Iterator[None]:
+    """Each test probes for itself: no health document shared from the test before."""
+    health_cache.clear()
+    yield
+    health_cache.clear()
+
+
+@pytest.fixture
+def staff_client(django_user_model) -> Client:
+    """A session of a staff user: reads monitoring details (worker names, failures)."""
+    operator = django_user_model.objects.create_user(
+        username="operator", password="pw-operator-123", is_staff=True
+    )
+    client = Client()
+    client.force_login(operator)
+    return client

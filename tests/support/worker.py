@@ -26,6 +26,16 @@ def database_url_for_workers() -> str:
     return f"postgres://{user}{password}@{host}/{db['NAME']}"
 
 
+def worker_queues(env: dict) -> dict[str, str]:
+    """The queue names a process with this environment uses (as weconnect/settings.py names
+    them)."""
+    base = env.get("WECONNECT_QUEUE") or "weconnect"
+    return {
+        "workflow": env.get("WECONNECT_WORKFLOW_QUEUE") or f"{base}-workflow",
+        "node": env.get("WECONNECT_NODE_QUEUE") or f"{base}-node",
+    }
+
+
 class WorkerProcess(CeleryWorker):
     """A real worker on this test run's queue, against the test database."""
 
@@ -36,14 +46,17 @@ class WorkerProcess(CeleryWorker):
         name: str = "main",
         env: dict | None = None,
         base_env: dict | None = None,
+        roles: tuple[str, ...] = ("workflow", "node"),
     ):
         """``env`` is added to this run's environment pointed at the test database;
-        ``base_env`` replaces that environment whole (a worker on another database)."""
+        ``base_env`` replaces that environment whole (a worker on another database);
+        ``roles`` are the queues it consumes (both, as the Procfile's worker does)."""
         if base_env is None:
             base_env = {**os.environ, "DATABASE_URL": database_url_for_workers()}
         full_env = {**base_env, **(env or {})}
+        self.roles = roles
         super().__init__(
-            queue=full_env.get("WECONNECT_QUEUE", settings.WECONNECT_QUEUE),
+            queue=",".join(worker_queues(full_env)[role] for role in roles),
             concurrency=concurrency,
             hostname=f"wctest-{RUN_ID}-{name}@localhost",
             log=ROOT / "var" / f"test-worker-{RUN_ID}-{name}.log",
