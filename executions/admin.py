@@ -2,13 +2,23 @@ from __future__ import annotations
 
 import uuid
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import F
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from executions.models import Connection, Execution, Node, NodeRun, Workflow, WorkflowVersion
+from executions.models import (
+    Connection,
+    Execution,
+    Node,
+    NodeRun,
+    RateLimit,
+    Workflow,
+    WorkflowVersion,
+)
+from executions.services import rate_limits as rate_limit_services
 from executions.services.executions import Conflict, execution_cancel, execution_retry
 from monitoring.graphs import STATUS_COLOURS, graph_svg, timeline_svg
 
@@ -34,7 +44,16 @@ def status_badge(status: str) -> str:
 class NodeInline(admin.TabularInline):
     model = Node
     extra = 0
-    fields = ["position", "key", "type", "name", "config", "retry", "timeout_seconds"]
+    fields = [
+        "position",
+        "key",
+        "type",
+        "name",
+        "config",
+        "retry",
+        "timeout_seconds",
+        "rate_limit",
+    ]
     readonly_fields = fields
     can_delete = False
     show_change_link = False
@@ -62,11 +81,12 @@ class WorkflowAdmin(admin.ModelAdmin):
         "owner",
         "version",
         "is_active",
+        "priority",
         "webhook_enabled",
         "created_at",
         "updated_at",
     ]
-    list_filter = ["is_active", "webhook_enabled", "owner"]
+    list_filter = ["is_active", "priority", "webhook_enabled", "owner"]
     search_fields = ["name", "description", "id", "nodes__key"]
     readonly_fields = ["id", "version", "created_at", "updated_at", "webhook_token"]
     inlines = [NodeInline, ConnectionInline]
@@ -112,6 +132,7 @@ class NodeRunInline(admin.TabularInline):
         "started_at",
         "finished_at",
         "duration",
+        "waiting_for",
         "error",
     ]
     readonly_fields = fields
@@ -154,8 +175,16 @@ def retry_executions(modeladmin, request, queryset):
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ["id", "workflow", "coloured_status", "trigger", "created_at", "duration"]
-    list_filter = ["status", "trigger", "workflow", "created_at"]
+    list_display = [
+        "id",
+        "workflow",
+        "coloured_status",
+        "trigger",
+        "priority",
+        "created_at",
+        "duration",
+    ]
+    list_filter = ["status", "trigger", "priority", "workflow", "created_at"]
     search_fields = ["id", "workflow__name", "idempotency_key"]
     list_select_related = ["workflow"]
     actions = [cancel_executions, retry_executions]
@@ -239,3 +268,63 @@ class CredentialAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # Deleting goes through the API, which refuses a credential that workflows still use.
         return False
+
+
+class RateLimitForm(forms.ModelForm):
+    class Meta:
+        model = RateLimit
+        fields = ["owner", "name", "limit", "period_seconds"]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if not rate_limit_services.NAME_RE.match(name):
+            raise forms.ValidationError(rate_limit_services.NAME_RULE)
+        old = self.instance
+        if old.pk and old.name != name:
+            used = rate_limit_services.rate_limit_used_by(owner_id=old.owner_id, name=old.name)
+            if used:
+                names = ", ".join(w["name"] for w in used)
+                raise forms.ValidationError(
+                    f"workflows still use {old.name!r} ({names}); it cannot be renamed"
+                )
+        return name
+
+    def clean_limit(self) -> int:
+        value = self.cleaned_data["limit"]
+        if not 1 <= value <= rate_limit_services.MAX_LIMIT:
+            raise forms.ValidationError(f"must be 1 to {rate_limit_services.MAX_LIMIT}")
+        return value
+
+    def clean_period_seconds(self) -> int:
+        value = self.cleaned_data["period_seconds"]
+        if not 1 <= value <= rate_limit_services.MAX_PERIOD_SECONDS:
+            raise forms.ValidationError(
+                f"must be 1 to {rate_limit_services.MAX_PERIOD_SECONDS} seconds"
+            )
+        return value
+
+
+@admin.register(RateLimit)
+class RateLimitAdmin(admin.ModelAdmin):
+    """Editable: a new limit or period applies to the next start of a limited node."""
+
+    form = RateLimitForm
+    list_display = ["name", "limit", "period_seconds", "owner", "updated_at"]
+    list_filter = ["owner"]
+    search_fields = ["name", "owner__username"]
+    readonly_fields = ["id", "created_at", "updated_at", "used_by"]
+
+    @admin.display(description="used by")
+    def used_by(self, obj: RateLimit) -> str:
+        if not obj.pk:
+            return "-"
+        used = rate_limit_services.rate_limit_used_by(owner_id=obj.owner_id, name=obj.name)
+        return ", ".join(w["name"] for w in used) or "-"
+
+    def has_delete_permission(self, request, obj=None):
+        # A limit that workflows still name cannot go: their nodes would fail when they run.
+        if obj is not None and rate_limit_services.rate_limit_used_by(
+            owner_id=obj.owner_id, name=obj.name
+        ):
+            return False
+        return super().has_delete_permission(request, obj)

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from executions.states import ExecutionStatus, NodeRunStatus, Trigger
+from executions.states import ExecutionStatus, NodeRunStatus, Priority, Trigger
 
 
 class Workflow(models.Model):
@@ -24,6 +24,8 @@ class Workflow(models.Model):
     schedule = models.JSONField(null=True, blank=True)
     webhook_enabled = models.BooleanField(default=False)
     webhook_token = models.CharField(max_length=128, blank=True, default="")
+    # The priority of executions that do not ask for one (a trigger body may).
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -47,6 +49,8 @@ class Node(models.Model):
     config = models.JSONField(default=dict, blank=True)
     retry = models.JSONField(default=dict, blank=True)
     timeout_seconds = models.PositiveIntegerField(default=300)
+    # {"name": <RateLimit of the owner>, "key": <optional template>} or null.
+    rate_limit = models.JSONField(null=True, blank=True)
     position = models.PositiveIntegerField(default=0)
 
     class Meta:
@@ -109,6 +113,8 @@ class Execution(models.Model):
         max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING
     )
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.API)
+    # Orders this execution's node runs on the broker; its messages carry it.
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     input = models.JSONField(default=dict, blank=True)
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
@@ -178,6 +184,8 @@ class NodeRun(models.Model):
     # A running run whose lease is past was lost with its worker (heartbeats extend it).
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     retry_delays = models.JSONField(default=list, blank=True)
+    # Why a queued run is not running yet: {"rate_limit": name, "key": ..., "until": ...}.
+    waiting_for = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -212,6 +220,30 @@ class NodeRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class RateLimit(models.Model):
+    """A named rate shared by every worker: at most ``limit`` node runs start in any window of
+    ``period_seconds`` (per key). Nodes name it: {"rate_limit": {"name": ..., "key": ...}}."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rate_limits"
+    )
+    name = models.CharField(max_length=64)
+    limit = models.PositiveIntegerField()
+    period_seconds = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="rate_limit_owner_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.limit} per {self.period_seconds}s)"
 
 
 from executions.credentials.models import Credential  # noqa: E402,F401  (owned by executions)

@@ -8,6 +8,9 @@ from executions.credentials.services import credential_reference_errors
 from executions.engine.retry import DEFAULT_RETRY
 from executions.graph import CONNECTION_TYPES
 from executions.models import Execution, NodeRun
+from executions.nodes.templating import TemplateProblem, compile_template, is_template
+from executions.services.rate_limits import NAME_RE, NAME_RULE, rate_limit_reference_errors
+from executions.states import NodeRunStatus, Priority
 from executions.triggers.schedules import check_timezone, cron_fields
 from executions.validation import validate_graph
 
@@ -25,6 +28,26 @@ class RetryInputSerializer(serializers.Serializer):
     jitter = serializers.BooleanField(default=DEFAULT_RETRY["jitter"])
 
 
+class RateLimitRefSerializer(serializers.Serializer):
+    name = serializers.RegexField(NAME_RE, max_length=64, error_messages={"invalid": NAME_RULE})
+    key = serializers.CharField(
+        max_length=1000,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        default=None,
+        help_text="A template over the node's input: each value gets its own bucket.",
+    )
+
+    def validate_key(self, value: str | None) -> str | None:
+        if value and is_template(value):
+            try:
+                compile_template(value)
+            except TemplateProblem as exc:
+                raise serializers.ValidationError(str(exc)) from None
+        return value or None
+
+
 class NodeInputSerializer(serializers.Serializer):
     key = serializers.RegexField(
         r"^[A-Za-z0-9_-]{1,64}$",
@@ -36,6 +59,7 @@ class NodeInputSerializer(serializers.Serializer):
     config = serializers.DictField(default=dict)
     retry = RetryInputSerializer(required=False)
     timeout_seconds = serializers.IntegerField(min_value=1, default=300)
+    rate_limit = RateLimitRefSerializer(required=False, allow_null=True, default=None)
 
     def validate_timeout_seconds(self, value: int) -> int:
         limit = settings.WECONNECT_MAX_NODE_TIMEOUT
@@ -78,6 +102,7 @@ class WorkflowInputSerializer(serializers.Serializer):
     timeout_seconds = serializers.IntegerField(min_value=1, max_value=86400, default=3600)
     webhook_enabled = serializers.BooleanField(default=False)
     schedule = ScheduleInputSerializer(required=False, allow_null=True, default=None)
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     nodes = NodeInputSerializer(many=True, allow_empty=True, max_length=1000)
     connections = ConnectionInputSerializer(many=True, default=list, max_length=5000)
 
@@ -90,6 +115,8 @@ class WorkflowInputSerializer(serializers.Serializer):
             missing = credential_reference_errors(owner=owner, nodes=attrs["nodes"])
             if missing:
                 errors = {**errors, "nodes": [*errors.get("nodes", []), *missing]}
+            # Each unknown rate limit is reported under the field's own path.
+            errors.update(rate_limit_reference_errors(owner=owner, nodes=attrs["nodes"]))
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
@@ -102,6 +129,13 @@ class NodeOutputSerializer(serializers.Serializer):
     config = serializers.DictField()
     retry = RetryInputSerializer()
     timeout_seconds = serializers.IntegerField()
+    rate_limit = serializers.DictField(required=False, allow_null=True, default=None)
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if data.get("rate_limit") is None:  # shown only when set, as in the stored document
+            data.pop("rate_limit", None)
+        return data
 
 
 class ConnectionOutputSerializer(serializers.Serializer):
@@ -122,6 +156,7 @@ class WorkflowOutputSerializer(serializers.Serializer):
     webhook_enabled = serializers.BooleanField()
     webhook_url = serializers.SerializerMethodField()
     schedule = serializers.JSONField(allow_null=True)
+    priority = serializers.CharField()
     nodes = serializers.SerializerMethodField()
     connections = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -151,6 +186,13 @@ class WorkflowOutputSerializer(serializers.Serializer):
 
 class ExecuteInputSerializer(serializers.Serializer):
     input = serializers.DictField(required=False, default=dict)
+    priority = serializers.ChoiceField(
+        choices=Priority.choices,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Overrides the workflow's default priority for this execution.",
+    )
 
 
 class NodeRunOutputSerializer(serializers.ModelSerializer):
@@ -171,7 +213,15 @@ class NodeRunOutputSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "next_attempt_at",
+            "waiting_for",
         ]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        # Only a run still queued is waiting; the field is stale once it ran or was cancelled.
+        if instance.status != NodeRunStatus.QUEUED:
+            data["waiting_for"] = None
+        return data
 
 
 class ExecutionOutputSerializer(serializers.ModelSerializer):
@@ -185,6 +235,7 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
             "workflow_version",
             "status",
             "trigger",
+            "priority",
             "input",
             "output",
             "error",

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from executions.engine.retry import retry_policy
 from executions.models import Connection, Node, Workflow, WorkflowVersion
+from executions.states import Priority
 
 # The parts of a workflow that are neither graph nor settings (trigger secrets).
 _NOT_VERSIONED = ("webhook_token",)
@@ -27,6 +28,7 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
         "timeout_seconds": data.get("timeout_seconds", 3600),
         "schedule": data.get("schedule"),
         "webhook_enabled": data.get("webhook_enabled", False),
+        "priority": data.get("priority", Priority.NORMAL),
         "nodes": [
             {
                 "key": n["key"],
@@ -35,6 +37,8 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
                 "config": n.get("config") or {},
                 "retry": retry_policy(n.get("retry")),
                 "timeout_seconds": n.get("timeout_seconds", 300),
+                # Only when set, so documents of nodes without a limit stay as they were.
+                **({"rate_limit": _rate_limit_ref(n["rate_limit"])} if n.get("rate_limit") else {}),
             }
             for n in data["nodes"]
         ],
@@ -50,6 +54,10 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _rate_limit_ref(ref: dict[str, Any]) -> dict[str, Any]:
+    return {"name": ref["name"], "key": ref.get("key") or None}
+
+
 def _write_rows(workflow: Workflow, doc: dict[str, Any]) -> None:
     workflow.nodes.all().delete()  # cascades to connections
     nodes = Node.objects.bulk_create(
@@ -61,6 +69,7 @@ def _write_rows(workflow: Workflow, doc: dict[str, Any]) -> None:
             config=n["config"],
             retry=n["retry"],
             timeout_seconds=n["timeout_seconds"],
+            rate_limit=n.get("rate_limit"),
             position=i,
         )
         for i, n in enumerate(doc["nodes"])
@@ -89,6 +98,7 @@ def _apply_settings(workflow: Workflow, doc: dict[str, Any]) -> None:
         "webhook_enabled",
     ):
         setattr(workflow, field, doc[field])
+    workflow.priority = doc.get("priority", Priority.NORMAL)
     if workflow.webhook_enabled and not workflow.webhook_token:
         workflow.webhook_token = Workflow.new_webhook_token()
 
