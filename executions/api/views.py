@@ -96,6 +96,7 @@ class WorkflowViewSet(
             input=data.get("input") or {},
             trigger=Trigger.API,
             idempotency_key=key,
+            priority=data.get("priority"),
         )
         return Response(
             execution_document(execution),

@@ -13,6 +13,12 @@ from django.db import transaction
 
 log = logging.getLogger("weconnect.engine")
 
+# Execution priority -> message priority. On Redis, kombu keeps one list per priority step
+# (CELERY_BROKER_TRANSPORT_OPTIONS["priority_steps"], 0 3 6 9) and a worker's BRPOP takes from
+# the lowest step first: 0 is the most urgent. Messages sent without a priority (recovery,
+# deadline checks) land in step 0 too, ahead of node work.
+PRIORITY_VALUES = {"high": 0, "normal": 3, "low": 6}
+
 
 @dataclass(frozen=True)
 class Dispatch:
@@ -21,6 +27,9 @@ class Dispatch:
     task_id: str
     timeout_seconds: int
     countdown: float = 0.0
+    # The execution's priority. None: the message sending it is a node run's own task, whose
+    # priority the new message inherits (CELERY_TASK_INHERIT_PARENT_PRIORITY).
+    priority: str | None = None
 
 
 def new_task_id() -> str:
@@ -42,6 +51,9 @@ def send(items: list[Dispatch]) -> int:
     for item in items:
         soft, hard = time_limits(item.timeout_seconds)
         countdown = min(item.countdown, settings.WECONNECT_MAX_ETA_SECONDS)
+        options = {}
+        if item.priority is not None:
+            options["priority"] = PRIORITY_VALUES[item.priority]
         try:
             run_node.apply_async(
                 args=[item.execution_id, item.node],
@@ -49,6 +61,7 @@ def send(items: list[Dispatch]) -> int:
                 soft_time_limit=soft,
                 time_limit=hard,
                 countdown=countdown if countdown > 0 else None,
+                **options,
             )
             sent += 1
         except Exception as exc:  # kombu raises many types when the broker is gone

@@ -22,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from executions.credentials import redaction
-from executions.engine import dispatch, heartbeat
+from executions.engine import dispatch, heartbeat, rate_limits
 from executions.engine.retry import backoff_delay, should_retry
 from executions.engine.scheduler import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
@@ -304,6 +304,10 @@ def node_run_execute(
         state=run.state,
         _load_nodes=_upstream_loader(str(execution.id), _ancestors(graph, node)),
     )
+    if spec.rate_limit:
+        waiting = _wait_for_rate_limit(execution, graph, run, attempt, ctx, fields)
+        if waiting is not None:
+            return waiting
     failure: NodeError | None = None
     value: Any = None
     # The values of every credential the node resolves are collected here, redacted from log
@@ -437,6 +441,44 @@ def _park(execution, graph, run: NodeRun, attempt: int, wait: Wait, fields) -> s
         )
     log.info("node waiting until %s", not_before.isoformat(), extra=fields)
     return "waiting" if changed else "discarded"
+
+
+def _wait_for_rate_limit(execution, graph, run: NodeRun, attempt: int, ctx, fields) -> str | None:
+    """Take the node's start token, or park the run until one may be free.
+
+    The token is taken here, after the claim: a duplicate or late message that claims nothing
+    never spends one. A run that gets no token goes back to ``queued`` with its attempt not
+    counted (as a ``Wait`` does) and ``waiting_for`` saying why, freeing the worker. Returns
+    None when the node may run now."""
+    try:
+        decision = rate_limits.rate_limit_take(ctx)
+    except NodeError as exc:
+        return _record_failure(execution, graph, run, attempt, exc, fields)
+    if decision.granted_at is not None:
+        # The recorded start of a limited run is its grant time on Redis's clock: every run
+        # sharing the limit is timed on that one clock, the one the limit is exact on.
+        NodeRun.objects.filter(id=run.id, status=N.RUNNING, attempts=attempt).update(
+            started_at=decision.granted_at, waiting_for=None
+        )
+        return None
+    now = timezone.now()
+    until = now + timedelta(milliseconds=decision.wait_ms)
+    with transaction.atomic():
+        changed = _reschedule(
+            execution,
+            graph.nodes[run.node],
+            run,
+            attempt,
+            N.QUEUED,
+            now,
+            until,
+            attempts=F("attempts") - 1,
+            waiting_for=decision.waiting_for(until),
+        )
+    log.info(
+        "node waiting for rate limit %s until %s", decision.name, until.isoformat(), extra=fields
+    )
+    return "rate_limited" if changed else "discarded"
 
 
 def _reschedule(

@@ -67,10 +67,14 @@ def execution_create(
     reuse: list[NodeRun] | None = None,
     parent_node_run_id: int | None = None,
     depth: int = 0,
+    priority: str | None = None,
 ) -> tuple[Execution, bool]:
     """Create an execution and its node runs in one transaction and dispatch the start nodes
     after commit. Returns (execution, created); with an ``idempotency_key`` already used for
-    this workflow it returns the existing execution and creates nothing."""
+    this workflow it returns the existing execution and creates nothing.
+
+    ``priority`` defaults to the parent execution's for a sub-workflow, else to the
+    workflow's own setting."""
     if idempotency_key:
         existing = Execution.objects.filter(
             workflow=workflow, idempotency_key=idempotency_key
@@ -83,6 +87,8 @@ def execution_create(
     cycle = find_cycle(graph.nodes, [(e.source, e.target) for e in graph.edges])
     if cycle:  # saved workflows are acyclic; this guards snapshots written any other way
         raise Conflict("cycle: " + " -> ".join(cycle))
+    if priority is None:
+        priority = _default_priority(workflow, parent_node_run_id)
     now = timezone.now()
     timeout = int(snapshot.graph.get("timeout_seconds", workflow.timeout_seconds))
     reused = {r.node: r for r in (reuse or []) if r.node in graph.nodes}
@@ -96,6 +102,7 @@ def execution_create(
                 snapshot=snapshot,
                 workflow_version=snapshot.version,
                 trigger=trigger,
+                priority=priority,
                 input=input,
                 idempotency_key=idempotency_key,
                 retry_of=retry_of,
@@ -129,7 +136,13 @@ def execution_create(
                     )
                     row.task_id = dispatch.new_task_id()
                     items.append(
-                        dispatch.Dispatch(str(execution.id), key, row.task_id, spec.timeout_seconds)
+                        dispatch.Dispatch(
+                            str(execution.id),
+                            key,
+                            row.task_id,
+                            spec.timeout_seconds,
+                            priority=priority,
+                        )
                     )
                 elif key in skip:
                     row.status, row.finished_at = N.SKIPPED, now
@@ -154,6 +167,18 @@ def execution_create(
         },
     )
     return execution, True
+
+
+def _default_priority(workflow: Workflow, parent_node_run_id: int | None) -> str:
+    if parent_node_run_id is not None:
+        parent = (
+            Execution.objects.filter(node_runs__id=parent_node_run_id)
+            .values_list("priority", flat=True)
+            .first()
+        )
+        if parent:
+            return parent
+    return workflow.priority
 
 
 def _schedule_deadline_check(execution: Execution) -> None:
@@ -278,6 +303,7 @@ def execution_retry(*, execution: Execution, mode: str = "from_failed") -> Execu
         reuse=reuse,
         parent_node_run_id=None,
         depth=execution.depth,
+        priority=execution.priority,
     )
     return new
 
@@ -315,7 +341,11 @@ def node_run_wake(*, node_run_id: int) -> bool:
         dispatch.send(
             [
                 dispatch.Dispatch(
-                    str(run.execution_id), run.node, task_id, graph.nodes[run.node].timeout_seconds
+                    str(run.execution_id),
+                    run.node,
+                    task_id,
+                    graph.nodes[run.node].timeout_seconds,
+                    priority=run.execution.priority,
                 )
             ]
         )
