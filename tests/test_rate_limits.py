@@ -232,3 +232,37 @@ def test_the_limit_resumes_after_redis_restarts(user, settings):
     # The limit held on both sides of the restart.
     assert_window(starts, 10, timedelta(seconds=1))
     assert max(after) - min(after) >= timedelta(seconds=(len(after) - 10) // 10)
+
+
+# --- Admin -------------------------------------------------------------------------------
+
+
+def test_admin_edits_rate_limits_and_keeps_those_in_use(admin_client, user):
+    r = admin_client.post(
+        "/admin/executions/ratelimit/add/",
+        {"owner": user.id, "name": "github", "limit": 10, "period_seconds": 1},
+    )
+    assert r.status_code == 302, r.content[:2000]
+    rl = RateLimit.objects.get(owner=user, name="github")
+    bad = admin_client.post(
+        f"/admin/executions/ratelimit/{rl.id}/change/",
+        {"owner": user.id, "name": "github", "limit": 0, "period_seconds": 1},
+    )
+    assert bad.status_code == 200 and b"must be 1 to" in bad.content
+    wf = make_workflow(user, [limited()])
+    page = admin_client.get(f"/admin/executions/ratelimit/{rl.id}/change/")
+    assert page.status_code == 200 and wf.name.encode() in page.content
+    renamed = admin_client.post(
+        f"/admin/executions/ratelimit/{rl.id}/change/",
+        {"owner": user.id, "name": "gh", "limit": 5, "period_seconds": 2},
+    )
+    assert renamed.status_code == 200 and b"cannot be renamed" in renamed.content
+    ok = admin_client.post(
+        f"/admin/executions/ratelimit/{rl.id}/change/",
+        {"owner": user.id, "name": "github", "limit": 5, "period_seconds": 2},
+    )
+    assert ok.status_code == 302
+    rl.refresh_from_db()
+    assert (rl.limit, rl.period_seconds) == (5, 2)
+    assert admin_client.get(f"/admin/executions/ratelimit/{rl.id}/delete/").status_code == 403
+    assert admin_client.get("/admin/executions/ratelimit/").status_code == 200
