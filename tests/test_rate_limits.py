@@ -15,7 +15,7 @@ from executions.engine.recovery import recovery_run
 from executions.models import Execution, NodeRun, RateLimit
 from executions.services.executions import execution_create
 from tests.broker import PrivateBroker
-from tests.helpers import make_workflow, node, workflow_doc
+from tests.helpers import make_workflow, node, wait_for, workflow_doc
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -266,3 +266,51 @@ def test_admin_edits_rate_limits_and_keeps_those_in_use(admin_client, user):
     assert (rl.limit, rl.period_seconds) == (5, 2)
     assert admin_client.get(f"/admin/executions/ratelimit/{rl.id}/delete/").status_code == 403
     assert admin_client.get("/admin/executions/ratelimit/").status_code == 200
+
+
+@pytest.mark.worker
+def test_each_key_has_its_own_bucket_and_a_waiting_run_says_which(api, user, worker):
+    RateLimit.objects.create(owner=user, name="per_customer", limit=1, period_seconds=600)
+    wf = make_workflow(
+        user,
+        [node("call", rate_limit={"name": "per_customer", "key": "{{ input.customer }}"})],
+    )
+    first = execution_create(workflow=wf, input={"customer": "acme"})[0]
+    other = execution_create(workflow=wf, input={"customer": "globex"})[0]
+    assert wait_for(first.id).status == "succeeded"
+    assert wait_for(other.id).status == "succeeded"
+    second = execution_create(workflow=wf, input={"customer": "acme"})[0]
+    deadline = time.monotonic() + 30
+    while True:
+        [run] = api.get(f"/api/executions/{second.id}/").json()["node_runs"]
+        if run["waiting_for"]:
+            break
+        assert time.monotonic() < deadline, run
+        time.sleep(0.1)
+    assert run["status"] == "queued" and run["attempts"] == 0
+    assert run["waiting_for"]["rate_limit"] == "per_customer"
+    assert run["waiting_for"]["key"] == "acme"
+    assert run["next_attempt_at"] and run["waiting_for"]["until"]
+    # Cancelled while waiting: it never runs, and no longer says it waits.
+    assert api.post(f"/api/executions/{second.id}/cancel/").status_code == 200
+    [run] = api.get(f"/api/executions/{second.id}/").json()["node_runs"]
+    assert run["status"] == "cancelled" and run["waiting_for"] is None
+
+
+@pytest.mark.worker
+def test_a_key_that_does_not_render_fails_the_node_without_retrying(user, worker):
+    RateLimit.objects.create(owner=user, name="broken_key", limit=5, period_seconds=1)
+    wf = make_workflow(
+        user,
+        [
+            node(
+                "call",
+                rate_limit={"name": "broken_key", "key": "{{ input.missing.deeper }}"},
+                retry={"max_retries": 3},
+            )
+        ],
+    )
+    ex = wait_for(execution_create(workflow=wf, input={})[0].id)
+    run = ex.node_runs.get()
+    assert ex.status == "failed" and run.attempts == 1
+    assert run.output["type"] == "TemplateError" and "rate_limit.key" in run.output["message"]
