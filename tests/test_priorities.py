@@ -100,3 +100,21 @@ def test_high_priority_execution_overtakes_a_low_priority_backlog(user, settings
     assert urgent.finished_at < ninetieth, (urgent.finished_at, finishes[0], ninetieth)
     before = sum(1 for f in finishes if f < urgent.finished_at)
     print(f"urgent chain finished after {before} of {len(finishes)} backlog executions")
+
+
+@pytest.mark.worker
+def test_a_sub_workflow_runs_at_its_parents_priority(user, worker):
+    child_wf = make_workflow(user, [node("probe", "test_delivery")], name="child")
+    parent_wf = make_workflow(
+        user,
+        [node("call", "sub_workflow", config={"workflow": str(child_wf.id)})],
+        priority="normal",
+    )
+    parent, _ = execution_create(workflow=parent_wf, input={}, priority="low")
+    deadline = time.monotonic() + 60
+    while Execution.objects.get(id=parent.id).status != "succeeded":
+        assert time.monotonic() < deadline, "parent not finished"
+        time.sleep(0.1)
+    child = Execution.objects.get(parent_node_run__execution=parent)
+    assert child.priority == "low"
+    assert child.node_runs.get().output == {"priority": 6}
