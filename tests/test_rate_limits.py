@@ -137,20 +137,23 @@ def test_workflow_naming_an_unknown_limit_is_a_400_naming_the_field(api, user, o
 
 def test_bucket_grants_at_most_limit_per_window_and_keys_expire(settings):
     client = redis.Redis.from_url(settings.REDIS_URL)
-    answers = [
-        take_token(owner_id=1, name="unit", key="k", limit=3, period_ms=400) for _ in range(5)
-    ]
+
+    def take(key):
+        return take_token(owner_id=1, name="unit", key=key, limit=3, period_ms=5000)
+
+    answers = [take("k") for _ in range(5)]
     assert [a[0] for a in answers] == ["taken", "taken", "taken", "wait", "wait"]
     first_wait, second_wait = answers[3][1], answers[4][1]
-    assert 0 < first_wait <= 400 and second_wait > first_wait  # waiters are spread out
+    assert 0 < first_wait <= 5000 and second_wait > first_wait  # waiters are spread out
     # Another key is another bucket.
-    assert take_token(owner_id=1, name="unit", key="other", limit=3, period_ms=400)[0] == "taken"
+    assert take("other")[0] == "taken"
     keys = list(client.scan_iter(match=settings.WECONNECT_KEY_PREFIX + "rl:*"))
-    assert keys and all(0 < client.pttl(k) <= 2000 for k in keys)
-    # The script cache flushed (as after a restart): the next call loads it again.
+    assert keys and all(0 < client.pttl(k) <= 15000 for k in keys)
+    # The script cache flushed (as after a restart): the next call loads the script again,
+    # and the bucket's state is still there.
     client.script_flush()
-    time.sleep(0.45)
-    assert take_token(owner_id=1, name="unit", key="k", limit=3, period_ms=400)[0] == "taken"
+    assert take("k")[0] == "wait"
+    assert take("fresh")[0] == "taken"
 
 
 # --- Across real workers -----------------------------------------------------------------
@@ -202,7 +205,7 @@ def test_hundred_runs_across_two_workers_never_exceed_ten_a_second(api, user, se
     runs = NodeRun.objects.filter(execution_id__in=ids)
     # Waiting for a token is not an attempt.
     assert set(runs.values_list("attempts", flat=True)) == {1}
-    assert not runs.exclude(waiting_for=None).filter(status="queued").exists()
+    assert not runs.exclude(waiting_for=None).exists()  # cleared when the token was taken
     starts = [r.started_at for r in runs]
     assert_window(starts, 10, timedelta(seconds=1))
     assert max(starts) - min(starts) >= timedelta(seconds=9)
