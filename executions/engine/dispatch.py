@@ -15,8 +15,8 @@ log = logging.getLogger("weconnect.engine")
 
 # Execution priority -> message priority. On Redis, kombu keeps one list per priority step
 # (CELERY_BROKER_TRANSPORT_OPTIONS["priority_steps"], 0 3 6 9) and a worker's BRPOP takes from
-# the lowest step first: 0 is the most urgent. Messages sent without a priority (recovery,
-# deadline checks) land in step 0 too, ahead of node work.
+# the lowest step first: 0 is the most urgent. Tasks sent by Beat or the web process without a
+# priority (recovery, deadline checks) land in step 0 too, ahead of node work.
 PRIORITY_VALUES = {"high": 0, "normal": 3, "low": 6}
 
 
