@@ -15,9 +15,17 @@ from executions.engine.recovery import recovery_run
 from executions.models import Execution, NodeRun, RateLimit
 from executions.services.executions import execution_create
 from tests.broker import PrivateBroker
+from tests.conftest import drop_redis_keys
 from tests.helpers import make_workflow, node, wait_for, workflow_doc
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _drop_buckets(settings):
+    """Buckets expire one period after use; a test does not leave them for the next ones."""
+    yield
+    drop_redis_keys(settings.WECONNECT_KEY_PREFIX + "rl:*")
 
 
 def limited(key="a", name="github", rate_key=None, **extra):
