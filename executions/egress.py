@@ -37,7 +37,7 @@ import httpcore
 import httpx
 from django.conf import settings
 
-from executions.nodes.base import NonRetryableError
+from executions.errors import NonRetryableError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

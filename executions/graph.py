@@ -190,3 +190,24 @@ def node_input(fired: list[str], outputs: Mapping[str, Any]) -> Any:
     if len(fired) == 1:
         return outputs.get(fired[0])
     return {k: outputs.get(k) for k in fired}
+
+
+def initial_plan(graph: Graph, reused: Mapping[str, Outcome], execution_input: Any):
+    """Which nodes to queue (with their input) and which to skip when an execution starts,
+    given the node runs it reuses from an earlier execution (``from_failed`` retries)."""
+    known = dict(reused)
+    queue: dict[str, Any] = {}
+    skip: list[str] = []
+    for key in graph.topological_order():
+        if key in known:
+            continue
+        if not graph.predecessors(key):
+            queue[key] = execution_input
+            continue
+        verdict, fired = decide(graph, key, known)
+        if verdict == "run":
+            queue[key] = node_input(fired, {k: o.output for k, o in known.items()})
+        elif verdict == "skip":
+            known[key] = Outcome("skipped")
+            skip.append(key)
+    return queue, skip

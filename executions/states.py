@@ -1,7 +1,8 @@
 """Status vocabularies and the one table of allowed transitions.
 
-Every status change in WeConnect goes through :func:`transition`, a conditional UPDATE whose
-WHERE clause names the allowed source statuses. A message that arrives late, twice, or after
+Every status change in WeConnect is a conditional UPDATE whose WHERE clause names the allowed
+source statuses taken from these tables, made by the functions of :mod:`executions.store`
+(one per transition, and nowhere else). A message that arrives late, twice, or after
 a cancel finds the row already moved on, updates nothing, and is dropped.
 """
 
@@ -82,25 +83,15 @@ def allowed_sources(table: dict[str, frozenset[str]], target: str) -> frozenset[
     return table[target]
 
 
-def transition(
-    queryset: models.QuerySet,
-    target: str,
-    *,
-    table: dict[str, frozenset[str]],
-    sources: Iterable[str] | None = None,
-    **fields,
-) -> int:
-    """Move the rows of ``queryset`` to ``target`` if they are in an allowed source status.
-
-    ``sources`` narrows the allowed sources further (it may never widen them). Returns the
-    number of rows changed: 0 means another process got there first.
-    """
+def sources_for(
+    table: dict[str, frozenset[str]], target: str, sources: Iterable[str] | None = None
+) -> frozenset[str]:
+    """The statuses ``target`` may be reached from, narrowed to ``sources`` when given (which
+    may never widen them: a narrowing outside the table is a bug, raised at once)."""
     allowed = table[target]
-    if sources is not None:
-        narrowed = frozenset(sources)
-        if not narrowed <= allowed:
-            raise ValueError(
-                f"{sorted(narrowed - allowed)} -> {target} is not an allowed transition"
-            )
-        allowed = narrowed
-    return queryset.filter(status__in=allowed).update(status=target, **fields)
+    if sources is None:
+        return allowed
+    narrowed = frozenset(sources)
+    if not narrowed <= allowed:
+        raise ValueError(f"{sorted(narrowed - allowed)} -> {target} is not an allowed transition")
+    return narrowed

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from executions.engine.completion import execution_time_out_if_due
+from executions.engine.execute import node_run_execute
 from executions.engine.recovery import recovery_run
-from executions.engine.runner import node_run_execute
 from executions.triggers.schedules import run_scheduled  # noqa: F401  (weconnect.run_scheduled)
 
 
@@ -31,6 +32,4 @@ def recovery() -> dict:
 
 @shared_task(name="weconnect.check_deadline", ignore_result=True, acks_late=True)
 def check_deadline(execution_id: str) -> bool:
-    from executions.services.executions import execution_time_out_if_due
-
     return execution_time_out_if_due(execution_id=execution_id)

@@ -32,6 +32,10 @@ from django.db import connections, transaction
 from django.utils import timezone
 from kombu import Connection
 
+from executions.models import Execution, NodeRun
+from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
+from weconnect.celery import app
+
 Probe = Callable[[], dict[str, Any]]
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
@@ -119,8 +123,6 @@ def _redis(url: str, timeout: float) -> redis.Redis:
 
 
 def queue_names() -> list[str]:
-    from weconnect.celery import app
-
     names = [app.conf.task_default_queue or settings.WECONNECT_QUEUE]
     for q in app.conf.task_queues or ():
         name = getattr(q, "name", q)
@@ -154,7 +156,6 @@ def control_connection(broker_url: str, timeout: float) -> Connection:
     read its answer as the reply to that old command (every other ping came back empty). The
     short polling interval keeps closing it, which waits for that BRPOP, brief.
     """
-    from weconnect.celery import app
 
     options = {
         **(app.conf.broker_transport_options or {}),
@@ -175,8 +176,6 @@ def count_stale(executions, now: datetime) -> int:
     (monitoring.sweeps) measures them: from the start, or the creation if never started."""
     from django.db.models import F
     from django.db.models.functions import Coalesce
-
-    from executions.states import EXECUTION_ACTIVE
 
     return (
         executions.filter(status__in=list(EXECUTION_ACTIVE))
@@ -244,8 +243,6 @@ class HealthCheck:
         return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
     def probe_workers(self) -> dict[str, Any]:
-        from weconnect.celery import app
-
         with control_connection(self.broker_url, self.probe_timeout) as conn:
             replies = app.control.ping(timeout=self.probe_timeout * 0.8, connection=conn)
         names = sorted(name for reply in replies or [] for name in reply)
@@ -275,9 +272,6 @@ class HealthCheck:
         return doc
 
     def probe_stats(self) -> dict[str, Any]:
-        from executions.models import Execution, NodeRun
-        from executions.states import ExecutionStatus, NodeRunStatus
-
         now = self.now or timezone.now()
         with transaction.atomic(using=self.database):
             self._with_statement_timeout()
@@ -353,8 +347,6 @@ class HealthCheck:
 
 def _count_by_status(qs) -> dict[str, int]:
     from django.db.models import Count
-
-    from executions.states import ExecutionStatus
 
     rows = (
         qs.filter(status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING])

@@ -3,7 +3,7 @@
 Two sources, so that the numbers are right whichever process is scraped:
 - gauges computed from PostgreSQL and the broker at scrape time (a custom Collector): the
   database is the truth for what exists now, and every web process reads the same rows;
-- counters and histograms that workers record in Redis (``monitoring.counters``): events that
+- counters and histograms that workers record in Redis (``executions.counters``): events that
   happen in worker processes and leave no row behind to count (retries, attempt durations,
   recovery repairs).
 
@@ -33,7 +33,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from monitoring import counters
+from executions import counters
+from executions.models import Execution, NodeRun
+from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
 from monitoring.health import (
     _redis,
     broker_key_prefix,
@@ -43,6 +45,7 @@ from monitoring.health import (
     queue_names,
     run_concurrently,
 )
+from weconnect.celery import app
 
 RECENT_FAILURES = 20
 ACTIVE_JOBS_LIMIT = 100
@@ -58,8 +61,6 @@ def _statement_timeout(seconds: float) -> None:
 
 def database_figures(*, now=None, timeout: float = 2.0) -> dict[str, Any]:
     """Counts from PostgreSQL, in one read-only transaction with a statement timeout."""
-    from executions.models import Execution, NodeRun
-    from executions.states import EXECUTION_ACTIVE, NodeRunStatus
 
     now = now or timezone.now()
     active = list(EXECUTION_ACTIVE)
@@ -149,8 +150,6 @@ class WeConnectCollector(Collector):
             yield from self._counters(results["redis"]["data"])
 
     def _database(self, figures: dict[str, Any]) -> Iterator[Metric]:
-        from executions.states import ExecutionStatus
-
         g = GaugeMetricFamily("weconnect_executions", "Executions by status", labels=["status"])
         for status in ExecutionStatus.values:
             g.add_metric([status], figures["executions"].get(status, 0))
@@ -243,9 +242,6 @@ def exposition(timeout: float = 2.0) -> bytes:
 
 
 def recent_failures(limit: int = RECENT_FAILURES) -> list[dict[str, Any]]:
-    from executions.models import NodeRun
-    from executions.states import NodeRunStatus
-
     rows = (
         NodeRun.objects.filter(status=NodeRunStatus.FAILED)
         .order_by("-finished_at", "-id")
@@ -263,7 +259,6 @@ def recent_failures(limit: int = RECENT_FAILURES) -> list[dict[str, Any]]:
 
 def active_jobs(timeout: float, limit: int = ACTIVE_JOBS_LIMIT) -> dict[str, Any]:
     """What each worker is executing now, as the workers report it (bounded in time and size)."""
-    from weconnect.celery import app
 
     with control_connection(settings.CELERY_BROKER_URL, timeout) as conn:
         replies = app.control.inspect(timeout=timeout, connection=conn).active() or {}

@@ -1,125 +1,19 @@
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.environment import RUN_ID
+from tests.support.worker import WorkerProcess, database_url_for_workers  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def database_url_for_workers() -> str:
-    """The test database, as a URL for worker subprocesses (after pytest-django created it)."""
-    db = settings.DATABASES["default"]
-    host = db.get("HOST") or "127.0.0.1"
-    if host.startswith("/"):
-        host = quote(host, safe="")
-    elif db.get("PORT"):
-        host = f"{host}:{db['PORT']}"
-    user = quote(db.get("USER") or "postgres", safe="")
-    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{host}/{db['NAME']}"
-
-
-class WorkerProcess:
-    """A real `celery worker` process on this run's queue, against the test database."""
-
-    def __init__(
-        self,
-        *,
-        concurrency: int = 4,
-        name: str = "main",
-        env: dict | None = None,
-        base_env: dict | None = None,
-    ):
-        """``env`` is added to this run's environment pointed at the test database;
-        ``base_env`` replaces that environment whole (a worker on another database)."""
-        self.concurrency = concurrency
-        self.hostname = f"wctest-{RUN_ID}-{name}@localhost"
-        if base_env is None:
-            base_env = {**os.environ, "DATABASE_URL": database_url_for_workers()}
-        self.env = {**base_env, **(env or {})}
-        self.proc: subprocess.Popen | None = None
-        self.log = ROOT / "var" / f"test-worker-{RUN_ID}-{name}.log"
-
-    def start(self, wait: bool = True) -> WorkerProcess:
-        self.log.parent.mkdir(exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "weconnect",
-                "worker",
-                "-P",
-                "prefork",
-                "-c",
-                str(self.concurrency),
-                "-n",
-                self.hostname,
-                "-Q",
-                self.env.get("WECONNECT_QUEUE", settings.WECONNECT_QUEUE),
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                "warning",
-                "-O",
-                "fair",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=open(self.log, "ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        from weconnect.celery import app
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early; see {self.log}")
-            try:
-                if app.control.ping(destination=[self.hostname], timeout=0.5):
-                    return
-            except Exception:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not ready after {timeout}s; see {self.log}")
-
-    def child_pids(self) -> list[int]:
-        import psutil
-
-        return [c.pid for c in psutil.Process(self.proc.pid).children()]
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker (parent and pool children) at once."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+# Fixtures shared by several test modules, registered once instead of imported with `*`.
+pytest_plugins = ["tests.support.security", "tests.support.monitoring"]
 
 
 def drop_redis_keys(*patterns: str) -> None:

@@ -79,7 +79,7 @@ os.environ.setdefault("WECONNECT_LOG_LEVEL", "WARNING")
 os.environ.setdefault("WECONNECT_TASK_EVENTS", "false")
 os.environ["WECONNECT_NODE_MODULES"] = "tests.nodetypes"
 os.environ.setdefault(
-    "WECONNECT_PYTHON_NODES", "tests.nodes_fixtures.double,tests.nodes_fixtures.describe_context"
+    "WECONNECT_PYTHON_NODES", "tests.support.nodes.double,tests.support.nodes.describe_context"
 )
 if not os.environ.get("WECONNECT_ENCRYPTION_KEYS"):
     from cryptography.fernet import Fernet

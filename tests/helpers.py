@@ -1,73 +1,13 @@
-"""Shared test helpers: building workflows and waiting for executions to finish."""
+"""The workflow helpers, under the name the tests have always imported them by (their home is
+tests/support/workflows.py)."""
 
-from __future__ import annotations
-
-import time
-from typing import Any
-
-from executions.models import Execution
-from executions.services.workflows import workflow_create
-from executions.states import EXECUTION_TERMINAL
-
-
-def node(key: str, type: str = "noop", **extra: Any) -> dict[str, Any]:
-    return {"key": key, "type": type, **extra}
-
-
-def edge(
-    source: str, target: str, type: str = "success", branch: str | None = None
-) -> dict[str, Any]:
-    doc = {"source": source, "target": target, "type": type}
-    if branch is not None:
-        doc["branch"] = branch
-    return doc
-
-
-def workflow_doc(nodes: list[dict], connections: list[dict] | None = None, **extra: Any) -> dict:
-    return {
-        "name": extra.pop("name", "test workflow"),
-        "nodes": nodes,
-        "connections": connections or [],
-        **extra,
-    }
-
-
-def make_workflow(owner, nodes: list[dict], connections: list[dict] | None = None, **extra: Any):
-    """Create a workflow through the same validation the API uses."""
-    from executions.api.serializers import WorkflowInputSerializer
-
-    serializer = WorkflowInputSerializer(data=workflow_doc(nodes, connections, **extra))
-    serializer.is_valid(raise_exception=True)
-    return workflow_create(owner=owner, data=serializer.validated_data)
-
-
-def wait_for(execution_id, timeout: float = 60.0, statuses=EXECUTION_TERMINAL) -> Execution:
-    deadline = time.monotonic() + timeout
-    while True:
-        execution = Execution.objects.get(id=execution_id)
-        if execution.status in statuses:
-            return execution
-        if time.monotonic() > deadline:
-            runs = list(execution.node_runs.values_list("node", "status", "attempts"))
-            raise AssertionError(
-                f"execution {execution_id} still {execution.status} after {timeout}s: {runs}"
-            )
-        time.sleep(0.05)
-
-
-def wait_all(ids, timeout: float = 120.0) -> list[Execution]:
-    deadline = time.monotonic() + timeout
-    ids = list(ids)
-    while True:
-        done = Execution.objects.filter(id__in=ids, status__in=EXECUTION_TERMINAL).count()
-        if done == len(ids):
-            return list(Execution.objects.filter(id__in=ids))
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{len(ids) - done} of {len(ids)} executions unfinished after {timeout}s"
-            )
-        time.sleep(0.1)
-
-
-def runs_by_node(execution: Execution) -> dict[str, Any]:
-    return {r.node: r for r in execution.node_runs.all()}
+from tests.support.workflows import (  # noqa: F401
+    edge,
+    make_workflow,
+    node,
+    run,
+    runs_by_node,
+    wait_all,
+    wait_for,
+    workflow_doc,
+)

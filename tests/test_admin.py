@@ -14,7 +14,7 @@ import pytest
 from executions.models import Execution
 from executions.services.executions import execution_create
 from monitoring.graphs import graph_svg
-from tests.helpers import edge, make_workflow, node, wait_for
+from tests.support.workflows import edge, make_workflow, node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -22,8 +22,7 @@ from executions.credentials.services import (
     credential_resolve,
 )
 from executions.nodes import NonRetryableError
-from tests.helpers import node
-from tests.security_fixtures import *  # noqa: F403  (fixtures)
+from tests.support.workflows import node
 
 pytestmark = pytest.mark.django_db
 

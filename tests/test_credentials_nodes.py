@@ -11,18 +11,11 @@ import pytest
 
 from executions.credentials.services import credential_create
 from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, runs_by_node, wait_for
-from tests.security_fixtures import *  # noqa: F403  (fixtures)
+from tests.support.workflows import edge, make_workflow, node, run, runs_by_node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 NO_RETRY = {"max_retries": 0}
-
-
-def run(workflow, timeout=60):
-    execution, created = execution_create(workflow=workflow, input={})
-    assert created
-    return wait_for(execution.id, timeout)
 
 
 def stored_text(execution) -> str:
@@ -68,7 +61,7 @@ def secrets(user) -> dict[str, str]:
 
 def test_server_accepts_each_kind_and_refuses_without_it(worker, user, http_server, secrets):
     basic = base64.b64encode(f"{secrets['username']}:{secrets['password']}".encode()).decode()
-    http_server.recorder.required.update(
+    http_server.required.update(
         {
             "bearer": ("Authorization", f"Bearer {secrets['token']}"),
             "basic": ("Authorization", f"Basic {basic}"),
@@ -269,7 +262,7 @@ def test_egress_refusals_fail_the_node_without_retry(worker, user, http_server):
         assert r.status == "failed" and r.attempts == 1 and r.retry_delays == []
         assert r.error["type"] == "EgressDenied"
         assert "169.254.0.0/16" in r.error["message"] and "169.254.0.0/16" in r.error["rule"]
-    assert http_server.recorder.paths() == ["/redirect"]  # the first hop was allowed
+    assert http_server.paths() == ["/redirect"]  # the first hop was allowed
 
 
 def test_sub_workflow_input_built_from_a_credential_is_redacted(worker, user, secrets):

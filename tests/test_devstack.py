@@ -16,7 +16,8 @@ import pytest
 import redis
 
 from executions.models import Workflow
-from tests.conftest import WorkerProcess, drop_redis_keys
+from tests.conftest import drop_redis_keys
+from tests.support.worker import WorkerProcess
 from weconnect import devstack
 
 ROOT = Path(__file__).resolve().parent.parent

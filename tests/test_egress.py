@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import datetime
 import ssl
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpcore
 import pytest
 
 from executions import egress
 from executions.egress import EgressDenied, EgressPolicy, TooManyRedirects
-from tests.security_fixtures import *  # noqa: F403  (fixtures)
+from tests.support.http import LocalServer
 
 METADATA = "http://169.254.169.254/latest/meta-data/"
 
@@ -155,7 +154,7 @@ def test_private_ranges_refused_when_on_and_allowed_when_off(http_server):
         EgressDenied, match=r"127\.0\.0\.0/8 \(refused by WECONNECT_HTTP_DENY_PRIVATE=true\)"
     ):
         get(http_server.url("/refused"), policy=EgressPolicy(deny_private=True))
-    assert http_server.recorder.paths() == ["/ok"]
+    assert http_server.paths() == ["/ok"]
 
 
 def test_allow_and_deny_lists(http_server):
@@ -165,7 +164,7 @@ def test_allow_and_deny_lists(http_server):
     assert get(http_server.url("/b"), policy=opened).status_code == 200
     allow_list = EgressPolicy(deny=["0.0.0.0/0", "::/0"], allow=["127.0.0.1/32"])
     assert get(http_server.url("/c"), policy=allow_list).status_code == 200
-    assert http_server.recorder.paths() == ["/b", "/c"]
+    assert http_server.paths() == ["/b", "/c"]
 
 
 def test_redirect_to_refused_address_is_refused(http_server):
@@ -175,7 +174,7 @@ def test_redirect_to_refused_address_is_refused(http_server):
     policy = EgressPolicy(deny_private=True, allow=["127.0.0.1/32"])
     with pytest.raises(EgressDenied, match="127.0.0.0/8"):
         get(http_server.url(f"/redirect?to=http://127.0.0.2:{http_server.port}/ok"), policy=policy)
-    assert http_server.recorder.paths() == ["/redirect", "/redirect"]
+    assert http_server.paths() == ["/redirect", "/redirect"]
 
 
 def test_redirects_followed_and_capped(http_server, second_server):
@@ -338,14 +337,10 @@ def tls_server(tmp_path):
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.socket = server_ctx.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    client_ctx = ssl.create_default_context(cafile=str(cert_file))
-    yield httpd.server_address[1], client_ctx, seen_sni
-    httpd.shutdown()
-    httpd.server_close()
+    wrap = lambda sock: server_ctx.wrap_socket(sock, server_side=True)  # noqa: E731
+    with LocalServer(Handler, wrap_socket=wrap) as httpd:
+        client_ctx = ssl.create_default_context(cafile=str(cert_file))
+        yield httpd.port, client_ctx, seen_sni
 
 
 def test_tls_keeps_the_name_for_sni_and_certificate_check(tls_server):

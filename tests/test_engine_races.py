@@ -8,7 +8,7 @@ from django.db.models import Count, Max
 
 from executions.models import NodeRun
 from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, wait_all
+from tests.support.workflows import edge, make_workflow, node, wait_all
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

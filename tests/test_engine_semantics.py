@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, runs_by_node, wait_for
+from tests.support.workflows import edge, make_workflow, node, run, runs_by_node
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
-
-
-def run(workflow, input=None, timeout=60):
-    execution, created = execution_create(workflow=workflow, input=input or {})
-    assert created
-    return wait_for(execution.id, timeout)
 
 
 def statuses(execution) -> dict[str, str]:

@@ -12,8 +12,9 @@ from executions.engine.recovery import recovery_run
 from executions.graph import Edge, Graph, NodeSpec, Outcome, decide, find_cycle, is_error_output
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
-from executions.states import NODE_RUN_TRANSITIONS, transition
-from tests.helpers import edge, make_workflow, node
+from executions.states import NODE_RUN_TRANSITIONS
+from executions.store.transition import transition
+from tests.support.workflows import edge, make_workflow, node
 
 
 def test_redis_lock_is_exclusive_and_released_only_by_its_owner():
@@ -115,7 +116,7 @@ def test_terminal_states_stay_terminal(user):
 @pytest.mark.django_db(transaction=True)
 def test_lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings):
     # Messages go to a broker with no worker, so only this test moves the run.
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     with PrivateBroker():
         _lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings)
@@ -147,7 +148,7 @@ def _lease_expiry_reclaims_then_fails_at_the_reassignment_cap(user, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_recovery_times_out_executions_past_their_deadline(user):
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     with PrivateBroker():
         _recovery_times_out(user)
@@ -168,22 +169,23 @@ def _recovery_times_out(user):
 def test_wake_during_run_makes_the_park_resume_at_once(user):
     """A sub-workflow may finish before its parent node has parked: the wake leaves a mark on
     the running row and the park step makes the run due now instead of waiting."""
-    from executions.engine.runner import _claim, _park
+    from executions.engine.execute import claim
+    from executions.engine.outcome import park
     from executions.engine.snapshots import graph_for
     from executions.nodes import Wait
     from executions.services.executions import node_run_wake
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     wf = make_workflow(user, [node("a")])
     with PrivateBroker():  # no worker may claim the run before this test does
         ex, _ = execution_create(workflow=wf, input={})
     now = timezone.now()
-    run = _claim(str(ex.id), "a", "t-1", False, now)
+    run = claim(str(ex.id), "a", "t-1", False, now)
     assert run is not None and run.attempts == 1
     assert node_run_wake(node_run_id=run.id) is False  # still running: only marked
     far = now + timedelta(hours=1)
     assert (
-        _park(run.execution, graph_for(run.execution.snapshot_id), run, 1, Wait(until=far), {})
+        park(run.execution, graph_for(run.execution.snapshot_id), run, 1, Wait(until=far), {})
         == "waiting"
     )
     parked = NodeRun.objects.get(id=run.id)
@@ -192,11 +194,11 @@ def test_wake_during_run_makes_the_park_resume_at_once(user):
 
 
 def test_outputs_postgres_cannot_store_are_refused():
-    from executions.engine.runner import _check_output
+    from executions.engine.execute import check_output
     from executions.nodes import NodeError
 
     for bad in ({"x": float("nan")}, {"x": "a\x00b"}, {"x": object()}):
         with pytest.raises(NodeError) as info:
-            _check_output(bad)
+            check_output(bad)
         assert info.value.retryable is False
-    _check_output({"x": "a literal \\u0000 is fine"})
+    check_output({"x": "a literal \\u0000 is fine"})

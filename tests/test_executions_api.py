@@ -10,7 +10,7 @@ from django.db import connection
 
 from executions.models import Execution
 from tests.conftest import client_for
-from tests.helpers import edge, make_workflow, node, wait_for
+from tests.support.workflows import edge, make_workflow, node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -183,7 +183,7 @@ def test_cancel_stops_everything_and_late_messages_are_no_ops(worker, api, user)
     }
     assert ex.node_runs.get(node="after").started_at is None
     # A late, duplicated message for the cancelled execution changes nothing.
-    from executions.engine.runner import node_run_execute
+    from executions.engine.execute import node_run_execute
 
     assert node_run_execute(execution_id=str(ex.id), node="after", task_id="late") == "skipped"
     assert api.post(f"/api/executions/{doc['id']}/cancel/").status_code == 409
@@ -250,7 +250,7 @@ def test_retry_from_failed_completes_after_a_fix(worker, api, user):
 
 
 def test_retry_of_running_execution_is_409(api, user):
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     wf = make_workflow(user, [node("a")])
     with PrivateBroker():  # a broker no worker reads: the execution stays pending
@@ -265,7 +265,7 @@ def test_rolled_back_trigger_leaves_nothing_behind(user):
     from django.db import transaction
 
     from executions.services.executions import execution_create
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     wf = make_workflow(user, [node("a")])
     with PrivateBroker() as broker:

@@ -14,8 +14,7 @@ from django.utils import timezone
 from executions.models import Execution
 from executions.services.executions import execution_create
 from monitoring.health import HealthCheck
-from tests.helpers import make_workflow, node, wait_for
-from tests.monitoring_fixtures import *  # noqa: F403  (fixtures)
+from tests.support.workflows import make_workflow, node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

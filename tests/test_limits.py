@@ -8,7 +8,7 @@ import pytest
 
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, runs_by_node, wait_for
+from tests.support.workflows import edge, make_workflow, node, runs_by_node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

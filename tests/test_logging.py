@@ -13,10 +13,10 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from executions.engine.runner import node_run_execute
+from executions.engine.execute import node_run_execute
 from executions.models import Execution, NodeRun, WorkflowVersion
-from tests.conftest import WorkerProcess
-from tests.helpers import make_workflow, node, wait_for
+from tests.support.worker import WorkerProcess
+from tests.support.workflows import make_workflow, node, wait_for
 from weconnect.logging import JsonFormatter, TextFormatter
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

@@ -12,12 +12,11 @@ from django.conf import settings
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from executions import counters
 from executions.engine.recovery import recovery_run
 from executions.models import NodeRun
 from executions.services.executions import execution_create
-from monitoring import counters
-from tests.helpers import edge, make_workflow, node, wait_for
-from tests.monitoring_fixtures import *  # noqa: F403  (fixtures)
+from tests.support.workflows import edge, make_workflow, node, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

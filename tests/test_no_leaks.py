@@ -10,7 +10,7 @@ from django.conf import settings
 from executions.engine.locks import redis_client
 from executions.models import Execution
 from executions.services.executions import execution_cancel, execution_create
-from tests.helpers import edge, make_workflow, node, wait_all
+from tests.support.workflows import edge, make_workflow, node, wait_all
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

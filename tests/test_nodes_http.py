@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, runs_by_node, wait_for
-from tests.nodes_fixtures import serve_http
+from tests.support.nodes import serve_http
+from tests.support.workflows import edge, make_workflow, node, run, runs_by_node
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -22,12 +21,6 @@ FAST_RETRY = {
     "max_backoff_seconds": 0.2,
     "jitter": False,
 }
-
-
-def run(workflow, input=None, timeout=60):
-    execution, created = execution_create(workflow=workflow, input=input or {})
-    assert created
-    return wait_for(execution.id, timeout)
 
 
 def http_node(key="call", retry=None, **config):

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node, runs_by_node, wait_for
+from tests.support.workflows import edge, make_workflow, node, run, runs_by_node
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 RETRY = {"max_retries": 3, "backoff_seconds": 0.05, "max_backoff_seconds": 0.1, "jitter": False}
-
-
-def run(workflow, input=None, timeout=60):
-    execution, created = execution_create(workflow=workflow, input=input or {})
-    assert created
-    return wait_for(execution.id, timeout)
 
 
 def statuses(execution) -> dict[str, str]:

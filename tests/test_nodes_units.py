@@ -275,20 +275,20 @@ def test_retry_after_parsing():
 
 def test_python_allow_list(settings):
     settings.WECONNECT_PYTHON_NODES = [
-        "tests.nodes_fixtures.double",
-        "tests.nodes_fixtures.describe_context",
+        "tests.support.nodes.double",
+        "tests.support.nodes.describe_context",
     ]
     assert run(
-        "python", {"function": "tests.nodes_fixtures.double", "pass": "input"}, input={"n": 4}
+        "python", {"function": "tests.support.nodes.double", "pass": "input"}, input={"n": 4}
     ) == {"n": 8}
-    out = run("python", {"function": "tests.nodes_fixtures.describe_context"}, input={"a": 1})
+    out = run("python", {"function": "tests.support.nodes.describe_context"}, input={"a": 1})
     assert out == {"attempt": 1, "node": "n", "input": {"a": 1}, "depth": 0}
     assert validate_config("python", {"function": "os.system"}) == [
         "config['function']: 'os.system' is not in WECONNECT_PYTHON_NODES "
-        "(tests.nodes_fixtures.double, tests.nodes_fixtures.describe_context)"
+        "(tests.support.nodes.double, tests.support.nodes.describe_context)"
     ]
     # What the function returns must be storable JSON.
-    fn = {"function": "tests.nodes_fixtures.describe_context"}
+    fn = {"function": "tests.support.nodes.describe_context"}
     assert run("python", fn, input={"return": [1, (2, 3)]}) == [1, [2, 3]]
     for bad, reason in (
         ("return_nan", "not a JSON number"),
@@ -298,12 +298,12 @@ def test_python_allow_list(settings):
         with pytest.raises(NonRetryableError, match=reason) as err:
             run("python", fn, input={bad: True})
         assert err.value.error_type == "InvalidOutput"
-        assert "tests.nodes_fixtures.describe_context returned" in err.value.message
+        assert "tests.support.nodes.describe_context returned" in err.value.message
     # A function removed from the list after the workflow was saved no longer runs.
     settings.WECONNECT_PYTHON_NODES = []
     with pytest.raises(NonRetryableError, match="not in WECONNECT_PYTHON_NODES"):
         get_node_type("python").run(
-            ctx("python", {"function": "tests.nodes_fixtures.double"}, input={"n": 1})
+            ctx("python", {"function": "tests.support.nodes.double"}, input={"n": 1})
         )
 
 

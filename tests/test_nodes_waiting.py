@@ -10,8 +10,16 @@ import pytest
 from executions.models import Execution
 from executions.services.executions import execution_create
 from executions.services.workflows import workflow_replace
-from tests.helpers import edge, make_workflow, node, runs_by_node, wait_all, wait_for, workflow_doc
-from tests.nodes_fixtures import PYTHON_NODES
+from tests.support.nodes import PYTHON_NODES
+from tests.support.workflows import (
+    edge,
+    make_workflow,
+    node,
+    run,
+    runs_by_node,
+    wait_all,
+    workflow_doc,
+)
 
 # The worker process reads its allow-list from the environment when it starts (after
 # collection, so this is in place); the test process gets it through the settings fixture.
@@ -23,14 +31,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 @pytest.fixture
 def python_nodes(settings):
     settings.WECONNECT_PYTHON_NODES = PYTHON_NODES.split(",")
-
-
-def run(workflow, input=None, timeout=60):
-    execution, created = execution_create(
-        workflow=workflow, input=input if input is not None else {}
-    )
-    assert created
-    return wait_for(execution.id, timeout)
 
 
 # --- delay -------------------------------------------------------------------------------------
@@ -76,9 +76,9 @@ def test_python_calls_an_allowed_function(worker, user, python_nodes):
             node(
                 "double",
                 "python",
-                config={"function": "tests.nodes_fixtures.double", "pass": "input"},
+                config={"function": "tests.support.nodes.double", "pass": "input"},
             ),
-            node("ctx", "python", config={"function": "tests.nodes_fixtures.describe_context"}),
+            node("ctx", "python", config={"function": "tests.support.nodes.describe_context"}),
         ],
         [edge("double", "ctx")],
     )
@@ -98,7 +98,7 @@ def test_python_function_not_in_the_allow_list_is_a_400_at_save(api, python_node
     res = api.post("/api/workflows/", doc, format="json")
     assert res.status_code == 400
     assert "'os.system' is not in WECONNECT_PYTHON_NODES" in str(res.json())
-    ok = workflow_doc([node("p", "python", config={"function": "tests.nodes_fixtures.double"})])
+    ok = workflow_doc([node("p", "python", config={"function": "tests.support.nodes.double"})])
     assert api.post("/api/workflows/", ok, format="json").status_code == 201
 
 

@@ -10,8 +10,8 @@ import pytest
 from executions.engine.recovery import recovery_run
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
-from tests.broker import PrivateBroker
-from tests.helpers import edge, make_workflow, node, workflow_doc
+from tests.support.broker import PrivateBroker
+from tests.support.workflows import edge, make_workflow, node, workflow_doc
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from executions.engine.runner import node_run_execute
+from executions.engine.execute import node_run_execute
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
-from tests.helpers import edge, make_workflow, node
+from tests.support.workflows import edge, make_workflow, node
 
 pytestmark = pytest.mark.django_db
 
@@ -111,7 +111,7 @@ def test_two_racing_claims_claim_once(user):
     from django.db import connections, transaction
     from django.utils import timezone
 
-    from executions.engine.runner import _claim
+    from executions.engine.execute import claim
 
     wf = make_workflow(user, [node("a"), node("b")], [edge("a", "b")])
     execution, _ = execution_create(workflow=wf, input={})
@@ -124,7 +124,7 @@ def test_two_racing_claims_claim_once(user):
         try:
             with transaction.atomic():
                 claimed["first"] = (
-                    _claim(str(execution.id), "b", "task-1", False, timezone.now()) is not None
+                    claim(str(execution.id), "b", "task-1", False, timezone.now()) is not None
                 )
                 first_holds_it.set()
                 time.sleep(0.3)  # the second claim is now waiting for this row lock
@@ -136,7 +136,7 @@ def test_two_racing_claims_claim_once(user):
         try:
             first_holds_it.wait(10)
             claimed["second"] = (
-                _claim(str(execution.id), "b", "task-2", False, timezone.now()) is not None
+                claim(str(execution.id), "b", "task-2", False, timezone.now()) is not None
             )
         finally:
             connections.close_all()
@@ -154,7 +154,7 @@ def test_two_racing_claims_claim_once(user):
 
 @pytest.mark.django_db(transaction=True)
 def test_worker_hops_in_autocommit(user, django_assert_num_queries):
-    from tests.broker import PrivateBroker
+    from tests.support.broker import PrivateBroker
 
     keys = ["a", "b", "c", "d"]
     wf = make_workflow(
@@ -175,3 +175,66 @@ def test_worker_hops_in_autocommit(user, django_assert_num_queries):
     runs = NodeRun.objects.filter(execution=execution)
     assert set(runs.values_list("status", "attempts")) == {("succeeded", 1)}
     assert runs.get(node="c").input == {"x": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_store_statements_are_one_round_trip_each(user, django_assert_num_queries):
+    """The counts above rest on three statements of the store: the claim (which also starts
+    the execution), the end that queues the successors, the end that completes the
+    execution. Each is pinned here at one query."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions import store
+    from tests.support.broker import PrivateBroker
+
+    wf = make_workflow(user, [node("a"), node("b")], [edge("a", "b")])
+    with PrivateBroker():
+        execution, _ = execution_create(workflow=wf, input={"x": 1})
+        now = timezone.now()
+        lease = now + timedelta(minutes=1)
+        with django_assert_num_queries(1):
+            claimed = store.node_run_claim(
+                execution_id=str(execution.id),
+                node="a",
+                task_id="t-a",
+                now=now,
+                lease=lease,
+                not_before=now,
+            )
+        assert claimed is not None and claimed.execution.status == "running"
+        with django_assert_num_queries(1):
+            done, status, queued = store.node_run_end_and_queue(
+                execution_id=execution.id,
+                node="a",
+                attempt=1,
+                status="succeeded",
+                output={"x": 1},
+                branch=None,
+                error=None,
+                now=now,
+                successors=[("b", "t-b")],
+            )
+        assert (done, status, queued) == (True, "running", [("b", "t-b")])
+        assert store.node_run_claim(
+            execution_id=str(execution.id),
+            node="b",
+            task_id="t-b",
+            now=now,
+            lease=lease,
+            not_before=now,
+        )
+        with django_assert_num_queries(1):
+            done, finished, parent = store.node_run_end_and_complete(
+                execution_id=execution.id,
+                node="b",
+                attempt=1,
+                output={"x": 1},
+                branch=None,
+                execution_output={"b": {"x": 1}},
+                now=now,
+            )
+        assert (done, finished, parent) == (True, True, None)
+    execution.refresh_from_db()
+    assert execution.status == "succeeded" and execution.output == {"b": {"x": 1}}

@@ -14,9 +14,9 @@ from executions.engine.rate_limits import take_token
 from executions.engine.recovery import recovery_run
 from executions.models import Execution, NodeRun, RateLimit
 from executions.services.executions import execution_create
-from tests.broker import PrivateBroker
 from tests.conftest import drop_redis_keys
-from tests.helpers import make_workflow, node, wait_for, workflow_doc
+from tests.support.broker import PrivateBroker
+from tests.support.workflows import make_workflow, node, wait_for, workflow_doc
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

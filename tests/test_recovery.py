@@ -1,6 +1,6 @@
 """Breaking things for real: a broker that is down or loses its queue, workers killed with
 SIGKILL, long backoffs held in the database. Each test runs its own Redis broker and worker
-processes (tests/broker.py), so it can stop and restart them freely."""
+processes (tests/support/broker.py), so it can stop and restart them freely."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import redis
 from executions.engine.recovery import recovery_run
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
-from tests.broker import PrivateBroker
-from tests.helpers import edge, make_workflow, node
+from tests.support.broker import PrivateBroker
+from tests.support.workflows import edge, make_workflow, node
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

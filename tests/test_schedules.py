@@ -11,7 +11,7 @@ from django_celery_beat.models import PeriodicTask
 
 from executions.models import Execution
 from executions.triggers.schedules import TASK_NAME, run_scheduled, schedule_fire, schedule_slot
-from tests.helpers import node, workflow_doc
+from tests.support.workflows import node, workflow_doc
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,7 @@ from django_celery_beat.models import PeriodicTask
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
 from monitoring.sweeps import retention_sweep, stale_sweep
-from tests.helpers import edge, make_workflow, node
+from tests.support.workflows import edge, make_workflow, node
 
 pytestmark = [pytest.mark.django_db]
 

@@ -10,7 +10,7 @@ from django.test import override_settings
 
 from executions.graph import find_cycle
 from executions.models import Workflow
-from tests.helpers import edge, node, workflow_doc
+from tests.support.workflows import edge, node, workflow_doc
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from executions.models import Execution, Workflow
-from tests.helpers import node, wait_for, workflow_doc
+from tests.support.workflows import node, wait_for, workflow_doc
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

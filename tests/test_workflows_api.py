@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from executions.models import Connection, Node, Workflow, WorkflowVersion
 from tests.conftest import client_for
-from tests.helpers import edge, node, workflow_doc
+from tests.support.workflows import edge, node, workflow_doc
 
 pytestmark = pytest.mark.django_db
 

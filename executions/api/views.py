@@ -18,7 +18,6 @@ from executions.models import Execution, NodeRun, Workflow
 from executions.nodes import node_types
 from executions.services import workflows as workflow_services
 from executions.services.executions import (
-    Conflict,
     execution_cancel,
     execution_create,
     execution_retry,
@@ -89,8 +88,6 @@ class WorkflowViewSet(
         if key is not None and not (1 <= len(key) <= 255):
             raise ValidationError({"Idempotency-Key": ["must be 1-255 characters"]})
         data = _validated(s.ExecuteInputSerializer, request.data if request.data else {})
-        if not workflow.is_active:
-            raise Conflict("workflow is inactive")
         execution, created = execution_create(
             workflow=workflow,
             input=data.get("input") or {},

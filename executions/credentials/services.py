@@ -19,7 +19,8 @@ from django.db import IntegrityError, transaction
 
 from executions.credentials import crypto, redaction
 from executions.credentials.models import Credential
-from executions.nodes.base import NonRetryableError
+from executions.errors import NonRetryableError
+from executions.models import Node
 
 Kind = Credential.Kind
 
@@ -232,8 +233,6 @@ def credential_reference_errors(*, owner, nodes: Iterable[Mapping[str, Any]]) ->
 def credential_usage(*, owner_ids: Iterable[int]) -> dict[tuple[int, str], list[dict[str, str]]]:
     """{(owner id, credential name): [{"id", "name"} of each workflow using it]} from the
     current version of every workflow of those owners (the Node rows mirror it)."""
-    from executions.models import Node
-
     usage: dict[tuple[int, str], dict[str, dict[str, str]]] = {}
     rows = Node.objects.filter(workflow__owner_id__in=list(owner_ids)).values_list(
         "workflow__owner_id", "workflow_id", "workflow__name", "config"

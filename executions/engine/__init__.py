@@ -1,9 +1,14 @@
-"""The execution engine.
+"""The execution engine, in the order a node run meets it.
 
-- ``locks``: the Redis lock that guards a join's scheduling step.
-- ``dispatch``: sending node-run messages, only after commit.
-- ``retry``: the backoff policy.
-- ``scheduler``: what happens when a node run finishes (routing, joins, skips, completion).
-- ``runner``: the body of the node task (claim, run, record).
+- ``start``: an execution and its node runs created, the start nodes dispatched.
+- ``dispatch``: sending task messages by name, only after commit.
+- ``execute``: the body of the node task (claim, run the node type, hand the outcome on).
+- ``outcome``: a retry after a backoff, a park (wait), or a failure.
+- ``routing``: what a finished run makes ready (successors, joins, skips).
+- ``completion``: the end of an execution (complete, stop, fail, cancel, time out) and the
+  wake-up of a waiting parent.
 - ``recovery``: re-dispatching what the broker lost and reclaiming runs whose worker died.
+- ``locks``, ``heartbeat``, ``retry``, ``snapshots``, ``deadlocks``: their small tools.
+
+Every status it changes is changed through :mod:`executions.store`.
 """

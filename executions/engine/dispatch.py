@@ -1,6 +1,9 @@
 """Sending node-run messages. Always called after the transaction that queued the runs has
 committed; a send that fails (broker down) is only logged: the run stays ``queued`` in the
-database and the recovery task sends it again once the broker is back."""
+database and the recovery task sends it again once the broker is back.
+
+Tasks are sent by name (``weconnect.*``), so the engine does not import the task module that
+sits on top of it."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 
+from weconnect.celery import app
+
 log = logging.getLogger("weconnect.engine")
 
 # Execution priority -> message priority. On Redis, kombu keeps one list per priority step
@@ -18,6 +23,10 @@ log = logging.getLogger("weconnect.engine")
 # the lowest step first: 0 is the most urgent. Tasks sent by Beat or the web process without a
 # priority (recovery, deadline checks) land in step 0 too, ahead of node work.
 PRIORITY_VALUES = {"high": 0, "normal": 3, "low": 6}
+
+
+RUN_NODE = "weconnect.run_node"
+CHECK_DEADLINE = "weconnect.check_deadline"
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,6 @@ def time_limits(timeout_seconds: int) -> tuple[int, int]:
 
 def send(items: list[Dispatch]) -> int:
     """Send now; returns how many were sent."""
-    from executions.tasks import run_node
-
     sent = 0
     for item in items:
         soft, hard = time_limits(item.timeout_seconds)
@@ -55,13 +62,15 @@ def send(items: list[Dispatch]) -> int:
         if item.priority is not None:
             options["priority"] = PRIORITY_VALUES[item.priority]
         try:
-            run_node.apply_async(
+            app.send_task(
+                RUN_NODE,
                 args=[item.execution_id, item.node],
                 task_id=item.task_id,
                 soft_time_limit=soft,
                 time_limit=hard,
                 countdown=countdown if countdown > 0 else None,
                 **options,
+                ignore_result=True,
             )
             sent += 1
         except Exception as exc:  # kombu raises many types when the broker is gone
@@ -80,8 +89,6 @@ def send_on_commit(items: list[Dispatch]) -> None:
 def revoke(task_ids: list[str]) -> None:
     """Best effort: revoke is a broadcast kept in worker memory and can be lost; the database
     status is what actually stops a task (it checks before doing anything)."""
-    from weconnect.celery import app
-
     ids = [t for t in task_ids if t]
     if not ids:
         return
@@ -89,3 +96,14 @@ def revoke(task_ids: list[str]) -> None:
         app.control.revoke(ids)
     except Exception as exc:
         log.warning("revoke failed", extra={"tasks": len(ids), "error": repr(exc)})
+
+
+def send_deadline_check(execution_id, countdown: float) -> None:
+    """Ask for a deadline check of ``execution_id`` in ``countdown`` seconds (best effort:
+    the recovery pass times out what a lost check missed)."""
+    try:
+        app.send_task(
+            CHECK_DEADLINE, args=[str(execution_id)], countdown=countdown, ignore_result=True
+        )
+    except Exception as exc:
+        log.warning("deadline check not sent", extra={"error": repr(exc)})

@@ -15,6 +15,8 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from executions import store
+
 log = logging.getLogger("weconnect.engine")
 
 _lock = threading.Lock()
@@ -44,9 +46,6 @@ def _ensure_thread() -> None:
 
 
 def _loop() -> None:
-    from executions.models import NodeRun
-    from executions.states import NodeRunStatus
-
     interval = settings.WECONNECT_HEARTBEAT_SECONDS
     stop = threading.Event()
     while not stop.wait(interval):
@@ -56,11 +55,10 @@ def _loop() -> None:
             continue
         try:
             close_old_connections()
-            NodeRun.objects.filter(
-                id=current[0], status=NodeRunStatus.RUNNING, attempts=current[1]
-            ).update(
-                lease_expires_at=timezone.now()
-                + timedelta(seconds=settings.WECONNECT_LEASE_SECONDS)
+            store.node_run_extend_lease(
+                node_run_id=current[0],
+                attempt=current[1],
+                lease=timezone.now() + timedelta(seconds=settings.WECONNECT_LEASE_SECONDS),
             )
         except Exception as exc:  # the next beat tries again; the lease has slack
             log.warning("heartbeat failed", extra={"error": repr(exc)})

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from functools import cache
 
 import redis
 from django.conf import settings
+
+from executions.redis_client import key, redis_client  # noqa: F401  (key: the lock names)
 
 log = logging.getLogger("weconnect.engine")
 
@@ -19,17 +20,6 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-@cache
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2, health_check_interval=30
-    )
-
-
-def key(*parts: object) -> str:
-    return settings.WECONNECT_KEY_PREFIX + ":".join(str(p) for p in parts)
 
 
 class RedisLock:

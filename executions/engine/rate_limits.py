@@ -4,7 +4,7 @@ A limited node takes a start token right after its run is claimed and before its
 runs. The bucket is a sliding log of grant times (a sorted set), so at most ``limit`` starts
 are granted in any window of ``period_seconds`` on Redis's clock, across every worker
 process. Without a token the script answers how long to wait; the task body then parks the
-run (``runner._wait_for_rate_limit``) instead of holding a worker.
+run (``outcome.wait_for_rate_limit``) instead of holding a worker.
 
 Keys live under ``WECONNECT_KEY_PREFIX`` and expire one period after their last use, so an
 idle limit leaves nothing behind. A Redis that restarted (keys and script cache gone) starts
@@ -24,11 +24,12 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from executions.engine.locks import key as redis_key
-from executions.engine.locks import redis_client
+from executions.errors import NodeError
 from executions.models import RateLimit
-from executions.nodes import Context, NodeError
+from executions.nodes import Context
 from executions.nodes.templating import Scope, render_string
+from executions.redis_client import key as redis_key
+from executions.redis_client import redis_client
 
 log = logging.getLogger("weconnect.engine")
 

@@ -23,15 +23,16 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
+from executions import counters, store
 from executions.engine import dispatch
-from executions.engine.scheduler import Finish, node_run_finish
+from executions.engine.completion import execution_time_out_if_due
+from executions.engine.routing import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
 from executions.models import Execution, NodeRun
 from executions.states import EXECUTION_ACTIVE, NodeRunStatus
-from monitoring import counters
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -63,8 +64,6 @@ def recovery_run(*, now=None, batch: int | None = None) -> RecoveryReport:
 
 
 def _time_out_due(now, batch: int) -> int:
-    from executions.services.executions import execution_time_out_if_due
-
     ids = list(
         Execution.objects.filter(status__in=EXECUTION_ACTIVE, deadline_at__lte=now).values_list(
             "id", flat=True
@@ -104,8 +103,8 @@ def _redispatch_due(now, batch: int) -> int:
     items = []
     for run in rows:
         task_id = dispatch.new_task_id()
-        changed = NodeRun.objects.filter(id=run.id, status=run.status, task_id=run.task_id).update(
-            task_id=task_id, dispatched_at=now
+        changed = store.node_run_redispatch(
+            node_run_id=run.id, status=run.status, old_task_id=run.task_id, task_id=task_id, now=now
         )
         if changed:
             timeout = graph_for(run.execution.snapshot_id).nodes[run.node].timeout_seconds
@@ -163,16 +162,8 @@ def _reclaim_expired(now, batch: int) -> tuple[int, int]:
             continue
         task_id = dispatch.new_task_id()
         with transaction.atomic():
-            changed = NodeRun.objects.filter(
-                id=run.id, status=N.RUNNING, attempts=run.attempts, lease_expires_at__lt=now
-            ).update(
-                status=N.QUEUED,
-                reassignments=F("reassignments") + 1,
-                task_id=task_id,
-                dispatched_at=now,
-                queued_at=now,
-                lease_expires_at=None,
-                next_attempt_at=None,
+            changed = store.node_run_reclaim(
+                node_run_id=run.id, attempt=run.attempts, task_id=task_id, now=now
             )
             if changed:
                 reclaimed += 1

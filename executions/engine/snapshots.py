@@ -8,11 +8,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 from executions.graph import Graph
+from executions.models import WorkflowVersion
 
 
 @lru_cache(maxsize=256)
 def graph_for(snapshot_id: int) -> Graph:
-    from executions.models import WorkflowVersion
-
     doc = WorkflowVersion.objects.values_list("graph", flat=True).get(id=snapshot_id)
     return Graph.from_snapshot(doc)

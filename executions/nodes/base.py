@@ -17,38 +17,8 @@ from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 
+from executions.errors import NodeError, NodeTimeout, NonRetryableError  # noqa: F401
 from executions.graph import NodeSpec
-
-
-class NodeError(Exception):
-    """A node failed. ``retry_after`` (seconds) overrides the backoff for this retry."""
-
-    retryable: bool = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool | None = None,
-        retry_after: float | None = None,
-        error_type: str | None = None,
-        details: Mapping[str, Any] | None = None,
-    ):
-        super().__init__(message)
-        self.message = message
-        if retryable is not None:
-            self.retryable = retryable
-        self.retry_after = retry_after
-        self.error_type = error_type or type(self).__name__
-        self.details = dict(details or {})
-
-
-class NonRetryableError(NodeError):
-    retryable = False
-
-
-class NodeTimeout(NodeError):
-    """The node ran past its timeout_seconds (soft time limit)."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +52,23 @@ class Context:
     depth: int
     state: Mapping[str, Any] | None
     _load_nodes: Callable[[], dict[str, Any]] = field(repr=False, default=dict)
+    # The direct predecessors, in the order of the workflow's connections.
+    predecessors: tuple[str, ...] = ()
+    _load_fired: Callable[[], list[str]] = field(repr=False, default=list)
+    # Starts a child execution of ``workflow`` with ``input``, pointing back at this node run
+    # (idempotent per node run); given by the engine, so node types import no service.
+    start_child: Callable[..., Any] | None = field(repr=False, default=None)
 
     @cached_property
     def nodes(self) -> dict[str, Any]:
         """Outputs of the finished upstream nodes, by key (loaded on first use)."""
         return self._load_nodes()
+
+    @cached_property
+    def fired(self) -> list[str]:
+        """The predecessors whose connection to this node fired, in connection order, decided
+        exactly as the engine did when it queued this run (loaded on first use)."""
+        return self._load_fired()
 
     @property
     def config(self) -> Mapping[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from executions.graph import Outcome, edge_fires
 from executions.nodes.base import Context, NodeType, register
 
 
@@ -36,30 +35,9 @@ class Merge(NodeType):
         return keyed
 
     def _keyed_input(self, ctx: Context) -> dict[str, Any]:
-        from executions.engine.snapshots import graph_for
-        from executions.models import Execution, NodeRun
-
-        snapshot_id = Execution.objects.values_list("snapshot_id", flat=True).get(
-            id=ctx.execution_id
-        )
-        graph = graph_for(snapshot_id)
-        key = ctx.node.key
-        ordered = list(dict.fromkeys(e.source for e in graph.incoming[key]))
-        if not ordered:  # a start node merges nothing but its input
+        if not ctx.predecessors:  # a start node merges nothing but its input
             return {"input": ctx.input}
-        # Which predecessors fired, decided exactly as the scheduler did when it queued us.
-        outcomes = {
-            node: Outcome(status, branch)
-            for node, status, branch in NodeRun.objects.filter(
-                execution_id=ctx.execution_id, node__in=ordered
-            ).values_list("node", "status", "branch")
-        }
-        fired = [
-            p
-            for p in ordered
-            if p in outcomes
-            and any(edge_fires(e, outcomes[p]) for e in graph.incoming[key] if e.source == p)
-        ]
+        fired = ctx.fired
         if len(fired) == 1:
             return {fired[0]: ctx.input}
         if isinstance(ctx.input, dict):

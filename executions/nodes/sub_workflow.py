@@ -19,8 +19,12 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from executions.credentials import redaction
+from executions.errors import Conflict
+from executions.models import Execution, Workflow
 from executions.nodes.base import Context, NonRetryableError, Wait, register
 from executions.nodes.templating import Scope, TemplatedNodeType
+from executions.states import ExecutionStatus
 
 _UUID = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
@@ -44,8 +48,6 @@ class SubWorkflow(TemplatedNodeType):
     }
 
     def run(self, ctx: Context) -> Any:
-        from executions.models import Execution
-
         child_id = (ctx.state or {}).get("child")
         if child_id is None:
             return super().run(ctx)  # renders the config, then execute() starts the child
@@ -60,11 +62,6 @@ class SubWorkflow(TemplatedNodeType):
         return self._outcome(child)
 
     def execute(self, ctx: Context, config: dict[str, Any], scope: Scope) -> Any:
-        from executions.credentials import redaction
-        from executions.models import Workflow
-        from executions.services.executions import execution_create
-        from executions.states import Trigger
-
         limit = settings.WECONNECT_MAX_SUBWORKFLOW_DEPTH
         if ctx.depth + 1 > limit:
             raise NonRetryableError(
@@ -78,26 +75,18 @@ class SubWorkflow(TemplatedNodeType):
                 f"workflow {config['workflow']} not found for this owner",
                 error_type="SubWorkflowNotFound",
             )
-        if not workflow.is_active:
-            raise NonRetryableError(
-                f"workflow {workflow.id} is inactive", error_type="SubWorkflowInactive"
-            )
         # A secret a template read stays in this run: the child's stored input is redacted like
         # everything else the run stores (the child can name the credential itself).
         child_input = redaction.redact_current(config["input"] if "input" in config else ctx.input)
-        child, _ = execution_create(
-            workflow=workflow,
-            input=child_input,
-            trigger=Trigger.SUB_WORKFLOW,
-            idempotency_key=f"sub_workflow:{ctx.node_run_id}",
-            parent_node_run_id=ctx.node_run_id,
-            depth=ctx.depth + 1,
-        )
+        try:
+            child = ctx.start_child(workflow=workflow, input=child_input)
+        except Conflict:  # the start refuses an inactive workflow
+            raise NonRetryableError(
+                f"workflow {workflow.id} is inactive", error_type="SubWorkflowInactive"
+            ) from None
         return self._outcome(child)
 
     def _outcome(self, child) -> Any:
-        from executions.states import ExecutionStatus
-
         if child.status == ExecutionStatus.SUCCEEDED:
             return child.output
         if child.status in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING):

@@ -14,6 +14,7 @@ from django.db import transaction
 from executions.engine.retry import retry_policy
 from executions.models import Connection, Node, Workflow, WorkflowVersion
 from executions.states import Priority
+from executions.triggers.schedules import schedule_remove, schedule_sync
 
 # The parts of a workflow that are neither graph nor settings (trigger secrets).
 _NOT_VERSIONED = ("webhook_token",)
@@ -142,13 +143,9 @@ def workflow_delete(*, workflow: Workflow) -> None:
 
 def _after_save(workflow: Workflow) -> None:
     """Hook for triggers that live outside the workflow rows (schedules)."""
-    from executions.triggers.schedules import schedule_sync
-
     schedule_sync(workflow=workflow)
 
 
 def _after_delete(workflow: Workflow) -> None:
     """Hook for triggers that live outside the workflow rows (schedules)."""
-    from executions.triggers.schedules import schedule_remove
-
     schedule_remove(workflow_id=workflow.pk)

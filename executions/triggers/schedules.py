@@ -22,6 +22,12 @@ from typing import Any
 
 from celery import shared_task
 from celery.schedules import ParseException, crontab
+from django.utils import timezone
+
+from executions.errors import Conflict
+from executions.models import Workflow
+from executions.services.executions import execution_create
+from executions.states import Trigger
 
 log = logging.getLogger("weconnect.triggers")
 
@@ -140,12 +146,6 @@ def schedule_remove(*, workflow_id) -> None:
 def schedule_fire(*, workflow_id: str, now: datetime | None = None):
     """Start the scheduled execution for the slot of ``now``; returns (execution, created),
     or None when the workflow is gone, inactive or no longer scheduled."""
-    from django.utils import timezone
-
-    from executions.models import Workflow
-    from executions.services.executions import execution_create
-    from executions.states import Trigger
-
     now = now or timezone.now()
     workflow = Workflow.objects.filter(id=workflow_id).first()
     if workflow is None:
@@ -153,16 +153,20 @@ def schedule_fire(*, workflow_id: str, now: datetime | None = None):
         schedule_remove(workflow_id=workflow_id)
         log.warning("scheduled workflow no longer exists", extra={"workflow_id": str(workflow_id)})
         return None
-    if not workflow.is_active or not workflow.schedule:
+    if not workflow.schedule:
         log.info("scheduled fire ignored", extra={"workflow_id": str(workflow_id)})
         return None
     slot = schedule_slot(workflow.schedule, now)
-    return execution_create(
-        workflow=workflow,
-        input={"scheduled_for": slot.isoformat()},
-        trigger=Trigger.SCHEDULE,
-        idempotency_key=f"schedule:{slot.isoformat()}",
-    )
+    try:
+        return execution_create(
+            workflow=workflow,
+            input={"scheduled_for": slot.isoformat()},
+            trigger=Trigger.SCHEDULE,
+            idempotency_key=f"schedule:{slot.isoformat()}",
+        )
+    except Conflict:  # the workflow is inactive (its PeriodicTask is disabled by then)
+        log.info("scheduled fire ignored", extra={"workflow_id": str(workflow_id)})
+        return None
 
 
 @shared_task(name=TASK_NAME, ignore_result=True, acks_late=True)

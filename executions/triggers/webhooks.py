@@ -12,8 +12,9 @@ import hmac
 import uuid
 from typing import Any
 
+from executions.errors import Conflict
 from executions.models import Execution, Workflow
-from executions.services.executions import Conflict, execution_create
+from executions.services.executions import execution_create
 from executions.states import Trigger
 
 _DUMMY_TOKEN = Workflow.new_webhook_token()
@@ -45,8 +46,6 @@ def webhook_trigger(
     """Start an execution of the workflow with ``input`` (trigger ``webhook``). Raises
     WebhookNotFound, or Conflict when the workflow is inactive."""
     workflow = webhook_workflow(workflow_id=workflow_id, token=token)
-    if not workflow.is_active:
-        raise Conflict("workflow is inactive")
     return execution_create(
         workflow=workflow, input=input, trigger=Trigger.WEBHOOK, idempotency_key=idempotency_key
     )

@@ -29,6 +29,8 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from executions.redis_client import redis_client
+
 log = logging.getLogger("weconnect.metrics")
 
 # Seconds. Node runs range from a no-op (a millisecond) to an HTTP call or a long job.
@@ -75,8 +77,6 @@ def _key(name: str) -> str:
 
 def _client() -> redis.Redis:
     # The engine's client: short socket timeouts, created once per process.
-    from executions.engine.locks import redis_client
-
     return redis_client()
 
 

@@ -1,22 +1,21 @@
-"""Fixtures for the node-library tests: a real HTTP server on 127.0.0.1 and the functions the
-``python`` node type may call in tests (importable by the worker process)."""
+"""For the node-library tests: the routes of the local HTTP server they call, and the
+functions the ``python`` node type may call in tests (importable by the worker process)."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from executions.nodes import NodeError
+from tests.support.http import LocalServer
 
 # Functions on the python node's allow-list in these tests (WECONNECT_PYTHON_NODES).
-PYTHON_NODES = "tests.nodes_fixtures.double,tests.nodes_fixtures.describe_context"
+PYTHON_NODES = "tests.support.nodes.double,tests.support.nodes.describe_context"
 
 
 def double(value):
@@ -64,18 +63,16 @@ class _Handler(BaseHTTPRequestHandler):
         parts = url.path.strip("/").split("/")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        with self.server.lock:
-            self.server.hits[url.path] += 1
-            hits = self.server.hits[url.path]
-            self.server.requests.append(
-                {
-                    "method": self.command,
-                    "path": url.path,
-                    "query": parse_qs(url.query),
-                    "headers": dict(self.headers),
-                    "body": body.decode(errors="replace"),
-                }
-            )
+        hits = self.server.record(
+            url.path,
+            {
+                "method": self.command,
+                "path": url.path,
+                "query": parse_qs(url.query),
+                "headers": dict(self.headers),
+                "body": body.decode(errors="replace"),
+            },
+        )
         name = parts[0]
         if name == "echo":
             try:
@@ -144,25 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _route
 
 
-class LocalServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.lock = threading.Lock()
-        self.hits: Counter[str] = Counter()
-        self.requests: list[dict] = []
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
 def serve_http() -> Iterator[LocalServer]:
-    """Body of a fixture: a LocalServer serving from a thread until the fixture ends."""
-    server = LocalServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    """Body of a fixture: a LocalServer of these routes serving until the fixture ends."""
+    with LocalServer(_Handler) as server:
+        yield server

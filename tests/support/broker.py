@@ -10,8 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tests.conftest import WorkerProcess
 from tests.environment import free_port, start_redis
+from tests.support.worker import WorkerProcess
 from weconnect.celery import app
 
 

@@ -1,0 +1,232 @@
+"""The body of the node task: claim the run, run the node type, hand the outcome on.
+
+The message only says "look at node X of execution E"; the database decides whether there is
+anything to do. A claim is a compare-and-set from ``queued`` (or a due ``retrying``) to
+``running`` that also requires the execution to be active and within its deadline, so a
+duplicate, late or revoked-but-delivered message changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.utils import timezone
+
+from executions import counters, store
+from executions.credentials import redaction
+from executions.engine import heartbeat
+from executions.engine.completion import execution_time_out_if_due
+from executions.engine.outcome import park, record_failure, wait_for_rate_limit
+from executions.engine.routing import Finish, node_run_finish
+from executions.engine.snapshots import graph_for
+from executions.engine.start import child_starter
+from executions.errors import NodeError, NodeTimeout
+from executions.graph import Outcome, edge_fires, is_error_output
+from executions.models import NodeRun
+from executions.nodes import Context, Result, Wait, get_node_type
+from executions.states import ExecutionStatus, NodeRunStatus
+
+log = logging.getLogger("weconnect.engine")
+N = NodeRunStatus
+
+# An escaped NUL (\u0000 preceded by an even number of backslashes) in JSON text.
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+# A message may arrive a little before the time it was meant for.
+_EARLY_TOLERANCE = timedelta(seconds=1)
+
+
+def claim(execution_id: str, node: str, task_id: str, redelivered: bool, now) -> NodeRun | None:
+    """Claim the run for this message, or take it over when the broker redelivered the
+    message of a process that died; None when there is nothing to do."""
+    lease = now + timedelta(seconds=settings.WECONNECT_LEASE_SECONDS)
+    run = store.node_run_claim(
+        execution_id=execution_id,
+        node=node,
+        task_id=task_id,
+        now=now,
+        lease=lease,
+        not_before=now + _EARLY_TOLERANCE,
+    )
+    if run is None and redelivered:
+        # The broker handed this message back because the process running it died (a pool
+        # child killed, or a whole worker after the visibility timeout). Take the run over if
+        # it is still ours; node time limits stay below the visibility timeout, so a
+        # redelivered message never races a live run of itself.
+        run = store.node_run_take_over(
+            execution_id=execution_id,
+            node=node,
+            task_id=task_id,
+            now=now,
+            lease=lease,
+            max_reassignments=settings.WECONNECT_MAX_REASSIGNMENTS,
+        )
+        if run is not None:
+            log.warning(
+                "took over a run whose worker was lost",
+                extra={"execution_id": execution_id, "node": node, "task_id": task_id},
+            )
+    if run is None:
+        execution_time_out_if_due(execution_id=execution_id, now=now)
+    return run
+
+
+def _upstream_loader(execution_id: str, keys: list[str]):
+    def load() -> dict[str, Any]:
+        return dict(
+            NodeRun.objects.filter(
+                execution_id=execution_id, node__in=keys, status=N.SUCCEEDED
+            ).values_list("node", "output")
+        )
+
+    return load
+
+
+def _fired_loader(execution_id: str, graph, node: str, predecessors: tuple[str, ...]):
+    def load() -> list[str]:
+        # Which predecessors fired, decided exactly as routing did when it queued this run.
+        outcomes = {
+            key: Outcome(status, branch)
+            for key, status, branch in NodeRun.objects.filter(
+                execution_id=execution_id, node__in=predecessors
+            ).values_list("node", "status", "branch")
+        }
+        incoming = graph.incoming[node]
+        return [
+            p
+            for p in predecessors
+            if p in outcomes and any(edge_fires(e, outcomes[p]) for e in incoming if e.source == p)
+        ]
+
+    return load
+
+
+def _ancestors(graph, node: str) -> list[str]:
+    seen: set[str] = set()
+    stack = list(graph.predecessors(node))
+    while stack:
+        k = stack.pop()
+        if k not in seen:
+            seen.add(k)
+            stack.extend(graph.predecessors(k))
+    return sorted(seen)
+
+
+def check_output(output: Any) -> None:
+    try:
+        text = json.dumps(output, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise NodeError(
+            f"node output is not JSON: {exc}", retryable=False, error_type="InvalidOutput"
+        ) from None
+    if _NUL.search(text):  # valid JSON, but PostgreSQL's jsonb cannot store a NUL character
+        raise NodeError(
+            "node output contains a NUL character", retryable=False, error_type="InvalidOutput"
+        )
+    size = len(text.encode())
+    limit = settings.WECONNECT_MAX_OUTPUT_BYTES
+    if size > limit:
+        raise NodeError(
+            f"node output of {size} bytes exceeds WECONNECT_MAX_OUTPUT_BYTES ({limit})",
+            retryable=False,
+            error_type="OutputTooLarge",
+        )
+
+
+def node_run_execute(
+    *, execution_id: str, node: str, task_id: str, redelivered: bool = False
+) -> str:
+    """Run one attempt of a node run. Returns a short word for logs and tests."""
+    now = timezone.now()
+    run = claim(execution_id, node, task_id, redelivered, now)
+    if run is None:
+        return "skipped"
+    execution = run.execution
+    if execution.status == ExecutionStatus.PENDING:
+        store.execution_start(execution_id=execution.id, now=now)
+    graph = graph_for(execution.snapshot_id)
+    spec = graph.nodes[node]
+    node_type = get_node_type(spec.type)
+    attempt = run.attempts
+    fields = {"execution_id": str(execution.id), "node": node, "attempt": attempt}
+    log.info("node started", extra=fields)
+    predecessors = tuple(dict.fromkeys(e.source for e in graph.incoming[node]))
+    ctx = Context(
+        execution_id=str(execution.id),
+        node_run_id=run.id,
+        workflow_id=str(execution.workflow.id),
+        owner_id=execution.workflow.owner_id,
+        node=spec,
+        input=run.input,
+        execution_input=execution.input,
+        attempt=attempt,
+        depth=execution.depth,
+        state=run.state,
+        _load_nodes=_upstream_loader(str(execution.id), _ancestors(graph, node)),
+        predecessors=predecessors,
+        _load_fired=_fired_loader(str(execution.id), graph, node, predecessors),
+        start_child=child_starter(node_run_id=run.id, depth=execution.depth),
+    )
+    if spec.rate_limit:
+        waiting = wait_for_rate_limit(execution, graph, run, attempt, ctx, fields)
+        if waiting is not None:
+            return waiting
+    failure: NodeError | None = None
+    value: Any = None
+    # The values of every credential the node resolves are collected here, redacted from log
+    # lines while it runs, and from its output, error and wait state before they are stored.
+    secrets = redaction.Secrets()
+    secrets_token = redaction.activate(secrets)
+    heartbeat.begin(run.id, attempt)
+    try:
+        if node_type is None:
+            raise NodeError(f"unknown node type {spec.type!r}", retryable=False)
+        value = node_type.run(ctx)
+        if not isinstance(value, Wait):
+            check_output(value.output if isinstance(value, Result) else value)
+    except SoftTimeLimitExceeded:
+        failure = NodeTimeout(f"node ran past its timeout of {spec.timeout_seconds}s")
+    except NodeError as exc:
+        failure = exc
+    except Exception as exc:  # a bug or an unexpected error in a node: retryable
+        log.exception("node raised", extra=fields)
+        failure = NodeError(str(exc) or type(exc).__name__, error_type=type(exc).__name__)
+    finally:
+        heartbeat.end()
+        redaction.deactivate(secrets_token)
+    if secrets:
+        value, failure = redaction.redact_outcome(secrets, value, failure)
+
+    if failure is not None:
+        return record_failure(execution, graph, run, attempt, failure, fields)
+    if isinstance(value, Wait):
+        return park(execution, graph, run, attempt, value, fields)
+    output, branch = (value.output, value.branch) if isinstance(value, Result) else (value, None)
+    explicit = value.failed if isinstance(value, Result) else None
+    errored = (
+        explicit
+        if explicit is not None
+        else (node_type.detects_error_output and is_error_output(output))
+    )
+    if errored:
+        result = Finish(
+            N.FAILED,
+            output,
+            branch,
+            {"message": "node returned an error output", "type": "ErrorOutput"},
+        )
+    else:
+        result = Finish(N.SUCCEEDED, output, branch)
+    recorded = node_run_finish(
+        execution=execution, graph=graph, node=node, attempt=attempt, result=result
+    )
+    if recorded:
+        counters.observe_node_run(run=run, node_type=spec.type, status=result.status)
+    log.info("node %s", result.status if recorded else "discarded", extra=fields)
+    return result.status if recorded else "discarded"

@@ -1,0 +1,31 @@
+"""The store: the only code that writes the status of an execution or a node run.
+
+One function per transition, named ``<entity>_<action>``, keyword-only, its allowed sources
+taken from the transition table in :mod:`executions.states`; each is a compare-and-set that
+returns whether it changed anything. The PostgreSQL one-statement forms (claim, end-and-queue,
+end-and-complete) are generated from the same table in :mod:`executions.store.sql`.
+tests/test_architecture.py fails when a status is written anywhere else.
+"""
+
+from executions.store.executions import (  # noqa: F401
+    execution_end,
+    execution_start,
+    execution_succeed,
+)
+from executions.store.node_runs import (  # noqa: F401
+    node_run_claim,
+    node_run_end,
+    node_run_end_and_complete,
+    node_run_end_and_queue,
+    node_run_extend_lease,
+    node_run_queue,
+    node_run_reclaim,
+    node_run_record_start,
+    node_run_redispatch,
+    node_run_reschedule,
+    node_run_skip,
+    node_run_take_over,
+    node_run_wake,
+    node_runs_cancel,
+    node_runs_create,
+)

@@ -1,0 +1,51 @@
+"""Status writes of executions: one function per transition of EXECUTION_TRANSITIONS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from executions.models import Execution
+from executions.states import EXECUTION_TRANSITIONS, ExecutionStatus
+from executions.store.transition import transition
+
+E = ExecutionStatus
+
+
+def execution_start(*, execution_id, now) -> bool:
+    """pending -> running, when its first node run is claimed."""
+    return bool(
+        transition(
+            Execution.objects.filter(id=execution_id),
+            E.RUNNING,
+            table=EXECUTION_TRANSITIONS,
+            started_at=now,
+        )
+    )
+
+
+def execution_succeed(*, execution_id, output: Any, now) -> bool:
+    """pending | running -> succeeded, with the outputs of its sinks."""
+    return bool(
+        transition(
+            Execution.objects.filter(id=execution_id),
+            E.SUCCEEDED,
+            table=EXECUTION_TRANSITIONS,
+            output=output,
+            finished_at=now,
+        )
+    )
+
+
+def execution_end(*, execution_id, status: str, error: Any, now) -> bool:
+    """pending | running -> failed | cancelled | timed_out, with ``error``."""
+    if status == E.SUCCEEDED:
+        raise ValueError("an execution succeeds through execution_succeed")
+    return bool(
+        transition(
+            Execution.objects.filter(id=execution_id),
+            status,
+            table=EXECUTION_TRANSITIONS,
+            error=error,
+            finished_at=now,
+        )
+    )
