@@ -30,6 +30,8 @@ class NodeSpec:
     config: Mapping[str, Any] = field(default_factory=dict)
     retry: Mapping[str, Any] = field(default_factory=dict)
     timeout_seconds: int = 300
+    # {"name": ..., "key": <template or None>}: a start token is taken before the node runs.
+    rate_limit: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Graph:
                 config=n.get("config") or {},
                 retry=n.get("retry") or {},
                 timeout_seconds=int(n.get("timeout_seconds", 300)),
+                rate_limit=n.get("rate_limit") or None,
             )
             for n in doc["nodes"]
         ]

@@ -11,6 +11,7 @@ from executions.states import (
     BulkStatus,
     ExecutionStatus,
     NodeRunStatus,
+    Priority,
     SlotOutcome,
     Trigger,
     WebhookRespond,
@@ -43,6 +44,8 @@ class Workflow(models.Model):
     # Event triggers: names (or {"name", "filter"} objects) of events that start this workflow;
     # EventTrigger rows index them for POST /api/events/.
     events = models.JSONField(default=list, blank=True)
+    # The priority of executions that do not ask for one (a trigger body may).
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -66,6 +69,8 @@ class Node(models.Model):
     config = models.JSONField(default=dict, blank=True)
     retry = models.JSONField(default=dict, blank=True)
     timeout_seconds = models.PositiveIntegerField(default=300)
+    # {"name": <RateLimit of the owner>, "key": <optional template>} or null.
+    rate_limit = models.JSONField(null=True, blank=True)
     position = models.PositiveIntegerField(default=0)
 
     class Meta:
@@ -144,6 +149,8 @@ class Execution(models.Model):
         max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING
     )
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.API)
+    # Orders this execution's node runs on the broker; its messages carry it.
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     input = models.JSONField(default=dict, blank=True)
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
@@ -278,6 +285,8 @@ class NodeRun(models.Model):
     # One record per attempt that failed and was retried (start, end, worker, error, wait),
     # appended by the same UPDATE that schedules the retry: the event log's source for them.
     attempt_log = models.JSONField(default=list, blank=True)
+    # Why a queued run is not running yet: {"rate_limit": name, "key": ..., "until": ...}.
+    waiting_for = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -377,6 +386,30 @@ class BulkOperation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.id} ({self.status})"
+
+
+class RateLimit(models.Model):
+    """A named rate shared by every worker: at most ``limit`` node runs start in any window of
+    ``period_seconds`` (per key). Nodes name it: {"rate_limit": {"name": ..., "key": ...}}."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rate_limits"
+    )
+    name = models.CharField(max_length=64)
+    limit = models.PositiveIntegerField()
+    period_seconds = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="rate_limit_owner_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.limit} per {self.period_seconds}s)"
 
 
 from executions.credentials.models import Credential  # noqa: E402,F401  (owned by executions)

@@ -42,6 +42,14 @@ class BulkStatus(models.TextChoices):
     FINISHED = "finished"
 
 
+class Priority(models.TextChoices):
+    """How urgently an execution's node runs are taken from the broker (engine/dispatch.py)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class Trigger(models.TextChoices):
     API = "api"
     WEBHOOK = "webhook"

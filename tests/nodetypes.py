@@ -36,3 +36,15 @@ class Behave(NodeType):
         if "branch" in cfg:
             return Result(output, cfg["branch"])
         return output
+
+
+@register
+class Delivery(NodeType):
+    type = "test_delivery"
+    description = "Test node: outputs the broker priority of the message that ran it."
+
+    def run(self, ctx: Context):
+        from celery import current_task
+
+        info = (current_task.request.delivery_info or {}) if current_task else {}
+        return {"priority": info.get("priority")}

@@ -217,6 +217,11 @@ WECONNECT_STALE_AFTER = env_int("WECONNECT_STALE_AFTER", 24 * 3600, minimum=60)
 WECONNECT_RETENTION_DAYS = env_int("WECONNECT_RETENTION_DAYS", 30, minimum=1)
 WECONNECT_SWEEP_BATCH = env_int("WECONNECT_SWEEP_BATCH", 500, minimum=1)
 WECONNECT_LOCK_TTL_SECONDS = env_int("WECONNECT_LOCK_TTL_SECONDS", 30, minimum=1)
+# A rate-limited node whose limit cannot be checked (Redis unreachable) waits this many
+# seconds and tries again, rather than running unchecked.
+WECONNECT_RATE_LIMIT_UNAVAILABLE_DELAY = env_float(
+    "WECONNECT_RATE_LIMIT_UNAVAILABLE_DELAY", 1.0, minimum=0.1, maximum=60
+)
 # Functions the `python` node type may call (dotted paths, comma separated); code never comes
 # from the API, only from this list.
 WECONNECT_PYTHON_NODES = env_list("WECONNECT_PYTHON_NODES")
@@ -256,6 +261,8 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_DEFAULT_QUEUE = WECONNECT_WORKFLOW_QUEUE
 CELERY_TASK_ROUTES = {"weconnect.run_node": {"queue": WECONNECT_NODE_QUEUE}}
 CELERY_TASK_ACKS_LATE = True
+# A node run's successors are sent from its task: they take its message's priority.
+CELERY_TASK_INHERIT_PARENT_PRIORITY = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("WECONNECT_PREFETCH_MULTIPLIER", 1, minimum=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -277,6 +284,11 @@ else:
         "socket_connect_timeout": 2,
         "socket_timeout": 5,
         "socket_keepalive": True,
+        # Message priorities (engine/dispatch.py): Redis has none, so kombu keeps one list per
+        # step of a queue (`<queue>`, `<queue>\x06\x163`, ...) and its BRPOP names the lists
+        # lowest step first, so a message in a lower step is always taken first. Stated here
+        # because dispatch.PRIORITY_VALUES relies on these steps.
+        "priority_steps": [0, 3, 6, 9],
     }
     # A prefix for every key the broker writes (queues, the unacked hash), to share a Redis.
     if env_str("WECONNECT_BROKER_KEY_PREFIX"):

@@ -7,6 +7,7 @@ from executions import nodes  # noqa: F401
 from executions.admin import (  # noqa: F401  (registers the admins)
     bulk,
     credentials,
+    rate_limits,
     runs,
     schedules,
     workflows,

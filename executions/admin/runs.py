@@ -208,7 +208,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         "duration",
     ]
     list_display_links = ["short"]
-    list_filter = ["status", "trigger", "workflow", "created_at"]
+    list_filter = ["status", "trigger", "priority", "workflow", "created_at"]
     search_fields = ["id", "workflow_name", "idempotency_key"]
     list_select_related = ["workflow"]
     actions = [

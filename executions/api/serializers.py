@@ -11,8 +11,9 @@ from executions.engine.retry import DEFAULT_RETRY
 from executions.events.triggers import events_setting_errors
 from executions.graph import CONNECTION_TYPES
 from executions.models import Execution, NodeRun
-from executions.nodes.templating import TemplateProblem, compile_template
-from executions.states import WebhookRespond
+from executions.nodes.templating import TemplateProblem, compile_template, is_template
+from executions.services.rate_limits import NAME_RE, NAME_RULE, rate_limit_reference_errors
+from executions.states import NodeRunStatus, Priority, WebhookRespond
 from executions.triggers.schedules import (
     CATCH_UP_MODES,
     MAX_CATCH_UP_WINDOW_SECONDS,
@@ -58,6 +59,26 @@ class RetryOutputSerializer(serializers.Serializer):
     jitter = serializers.BooleanField()
 
 
+class RateLimitRefSerializer(serializers.Serializer):
+    name = serializers.RegexField(NAME_RE, max_length=64, error_messages={"invalid": NAME_RULE})
+    key = serializers.CharField(
+        max_length=1000,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        default=None,
+        help_text="A template over the node's input: each value gets its own bucket.",
+    )
+
+    def validate_key(self, value: str | None) -> str | None:
+        if value and is_template(value):
+            try:
+                compile_template(value)
+            except TemplateProblem as exc:
+                raise serializers.ValidationError(str(exc)) from None
+        return value or None
+
+
 class NodeInputSerializer(serializers.Serializer):
     key = serializers.RegexField(
         r"^[A-Za-z0-9_-]{1,64}$",
@@ -69,6 +90,7 @@ class NodeInputSerializer(serializers.Serializer):
     config = serializers.DictField(default=dict)
     retry = RetryInputSerializer(required=False)
     timeout_seconds = serializers.IntegerField(min_value=1, default=300)
+    rate_limit = RateLimitRefSerializer(required=False, allow_null=True, default=None)
 
     def validate_timeout_seconds(self, value: int) -> int:
         limit = settings.WECONNECT_MAX_NODE_TIMEOUT
@@ -150,6 +172,7 @@ class WorkflowInputSerializer(serializers.Serializer):
         '{"name": ..., "filter": <JMESPath over the event>} objects.',
     )
     retry = RetryInputSerializer(required=False)
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     nodes = NodeInputSerializer(many=True, allow_empty=True, max_length=1000)
     connections = ConnectionInputSerializer(many=True, default=list, max_length=5000)
 
@@ -174,6 +197,8 @@ class WorkflowInputSerializer(serializers.Serializer):
             missing = credential_reference_errors(owner=owner, nodes=attrs["nodes"])
             if missing:
                 errors = {**errors, "nodes": [*errors.get("nodes", []), *missing]}
+            # Each unknown rate limit is reported under the field's own path.
+            errors.update(rate_limit_reference_errors(owner=owner, nodes=attrs["nodes"]))
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
@@ -186,6 +211,13 @@ class NodeOutputSerializer(serializers.Serializer):
     config = serializers.DictField()
     retry = RetryOutputSerializer()
     timeout_seconds = serializers.IntegerField()
+    rate_limit = serializers.DictField(required=False, allow_null=True, default=None)
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if data.get("rate_limit") is None:  # shown only when set, as in the stored document
+            data.pop("rate_limit", None)
+        return data
 
 
 class ConnectionOutputSerializer(serializers.Serializer):
@@ -212,6 +244,7 @@ class WorkflowOutputSerializer(serializers.Serializer):
     schedule = serializers.JSONField(allow_null=True)
     events = serializers.JSONField()
     retry = serializers.SerializerMethodField()
+    priority = serializers.CharField()
     nodes = serializers.SerializerMethodField()
     connections = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -249,6 +282,13 @@ class WorkflowOutputSerializer(serializers.Serializer):
 
 class ExecuteInputSerializer(serializers.Serializer):
     input = serializers.DictField(required=False, default=dict)
+    priority = serializers.ChoiceField(
+        choices=Priority.choices,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Overrides the workflow's default priority for this execution.",
+    )
 
 
 class NodeRunOutputSerializer(serializers.ModelSerializer):
@@ -284,6 +324,13 @@ class NodeRunOutputSerializer(serializers.ModelSerializer):
             "waiting_for",
         ]
 
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        # Only a run still queued is waiting; the field is stale once it ran or was cancelled.
+        if instance.status != NodeRunStatus.QUEUED:
+            data["waiting_for"] = None
+        return data
+
 
 class ExecutionOutputSerializer(serializers.ModelSerializer):
     node_runs = NodeRunOutputSerializer(many=True, read_only=True)
@@ -297,6 +344,7 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
             "workflow_version",
             "status",
             "trigger",
+            "priority",
             "input",
             "output",
             "error",

@@ -9,6 +9,7 @@ from executions.api.events import (
     EventWebhookView,
     ResumeLinkView,
 )
+from executions.api.rate_limits import RateLimitViewSet
 from executions.api.triggers import WebhookExecutionView, WebhookView
 from executions.api.views import ExecutionViewSet, NodeTypeListView, WorkflowViewSet
 
@@ -16,6 +17,7 @@ router = DefaultRouter()
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("executions", ExecutionViewSet, basename="execution")
 router.register("credentials", CredentialViewSet, basename="credential")
+router.register("rate-limits", RateLimitViewSet, basename="rate-limit")
 
 urlpatterns = [
     path("node-types/", NodeTypeListView.as_view(), name="node-types"),

@@ -136,6 +136,7 @@ class WorkflowViewSet(
                 input=data.get("input") or {},
                 trigger=Trigger.API,
                 idempotency_key=key,
+                priority=data.get("priority"),
             )
         except DebounceKeyError as exc:
             raise ValidationError({"input": [f"debounce key: {exc}"]}) from None

@@ -182,7 +182,11 @@ def node_run_wake(*, node_run_id: int) -> bool:
     dispatch.send(
         [
             dispatch.Dispatch(
-                str(run.execution_id), run.node, task_id, graph.nodes[run.node].timeout_seconds
+                str(run.execution_id),
+                run.node,
+                task_id,
+                graph.nodes[run.node].timeout_seconds,
+                priority=run.execution.priority,
             )
         ]
     )

@@ -19,6 +19,12 @@ from weconnect.celery import app
 
 log = logging.getLogger("weconnect.engine")
 
+# Execution priority -> message priority. On Redis, kombu keeps one list per priority step
+# (CELERY_BROKER_TRANSPORT_OPTIONS["priority_steps"], 0 3 6 9) and a worker's BRPOP takes from
+# the lowest step first: 0 is the most urgent. Tasks sent by Beat or the web process without a
+# priority (recovery, deadline checks) land in step 0 too, ahead of node work.
+PRIORITY_VALUES = {"high": 0, "normal": 3, "low": 6}
+
 
 RUN_NODE = "weconnect.run_node"
 CHECK_DEADLINE = "weconnect.check_deadline"
@@ -31,6 +37,9 @@ class Dispatch:
     task_id: str
     timeout_seconds: int
     countdown: float = 0.0
+    # The execution's priority. None: the message sending it is a node run's own task, whose
+    # priority the new message inherits (CELERY_TASK_INHERIT_PARENT_PRIORITY).
+    priority: str | None = None
 
 
 def new_task_id() -> str:
@@ -61,6 +70,9 @@ def send(items: list[Dispatch]) -> int:
     for item in items:
         soft, hard = time_limits(item.timeout_seconds)
         countdown = min(item.countdown, settings.WECONNECT_MAX_ETA_SECONDS)
+        options = {}
+        if item.priority is not None:
+            options["priority"] = PRIORITY_VALUES[item.priority]
         try:
             app.send_task(
                 RUN_NODE,
@@ -69,6 +81,7 @@ def send(items: list[Dispatch]) -> int:
                 soft_time_limit=soft,
                 time_limit=hard,
                 countdown=broker_countdown(countdown),
+                **options,
                 ignore_result=True,
             )
             sent += 1

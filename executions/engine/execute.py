@@ -22,7 +22,7 @@ from executions import counters, jsonsafe, store
 from executions.credentials import redaction
 from executions.engine import heartbeat
 from executions.engine.completion import execution_time_out_if_due
-from executions.engine.outcome import park, record_failure, result_not_stored
+from executions.engine.outcome import park, record_failure, result_not_stored, wait_for_rate_limit
 from executions.engine.routing import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
 from executions.engine.start import child_starter
@@ -191,6 +191,10 @@ def node_run_execute(
         _load_fired=_fired_loader(str(execution.id), graph, node, predecessors),
         start_child=child_starter(node_run_id=run.id, depth=execution.depth),
     )
+    if spec.rate_limit:
+        waiting = wait_for_rate_limit(execution, graph, run, attempt, ctx, fields)
+        if waiting is not None:
+            return waiting
     failure: NodeError | None = None
     value: Any = None
     # The values of every credential the node resolves are collected here, redacted from log

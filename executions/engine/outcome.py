@@ -13,7 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from executions import counters, jsonsafe, store
-from executions.engine import dispatch
+from executions.engine import dispatch, rate_limits
 from executions.engine.retry import backoff_delay, should_retry
 from executions.engine.routing import Finish, node_run_finish
 from executions.errors import NodeError
@@ -135,6 +135,44 @@ def park(execution, graph, run: NodeRun, attempt: int, wait: Wait, fields) -> st
         )
     log.info("node waiting until %s", not_before.isoformat(), extra=fields)
     return "waiting" if changed else "discarded"
+
+
+def wait_for_rate_limit(execution, graph, run: NodeRun, attempt: int, ctx, fields) -> str | None:
+    """Take the node's start token, or park the run until one may be free.
+
+    The token is taken here, after the claim: a duplicate or late message that claims nothing
+    never spends one. A run that gets no token goes back to ``queued`` with its attempt not
+    counted (as a ``Wait`` does) and ``waiting_for`` saying why, freeing the worker. Returns
+    None when the node may run now."""
+    try:
+        decision = rate_limits.rate_limit_take(ctx)
+    except NodeError as exc:
+        return record_failure(execution, graph, run, attempt, exc, fields)
+    if decision.granted_at is not None:
+        # The recorded start of a limited run is its grant time on Redis's clock: every run
+        # sharing the limit is timed on that one clock, the one the limit is exact on.
+        store.node_run_record_start(
+            node_run_id=run.id, attempt=attempt, started_at=decision.granted_at
+        )
+        return None
+    now = timezone.now()
+    until = now + timedelta(milliseconds=decision.wait_ms)
+    with transaction.atomic():
+        changed = reschedule(
+            execution,
+            graph.nodes[run.node],
+            run,
+            attempt,
+            N.QUEUED,
+            now,
+            until,
+            attempts=F("attempts") - 1,
+            waiting_for=decision.waiting_for(until),
+        )
+    log.info(
+        "node waiting for rate limit %s until %s", decision.name, until.isoformat(), extra=fields
+    )
+    return "rate_limited" if changed else "discarded"
 
 
 def reschedule(

@@ -102,7 +102,15 @@ def _redispatch_due(now, batch: int) -> int:
             )
         )
         .select_related("execution")
-        .only("id", "node", "status", "task_id", "execution__id", "execution__snapshot_id")[:batch]
+        .only(
+            "id",
+            "node",
+            "status",
+            "task_id",
+            "execution__id",
+            "execution__snapshot_id",
+            "execution__priority",
+        )[:batch]
     )
     items = []
     for run in rows:
@@ -112,7 +120,15 @@ def _redispatch_due(now, batch: int) -> int:
         )
         if changed:
             timeout = graph_for(run.execution.snapshot_id).nodes[run.node].timeout_seconds
-            items.append(dispatch.Dispatch(str(run.execution_id), run.node, task_id, timeout))
+            items.append(
+                dispatch.Dispatch(
+                    str(run.execution_id),
+                    run.node,
+                    task_id,
+                    timeout,
+                    priority=run.execution.priority,
+                )
+            )
     sent = dispatch.send(items)
     if items:
         log.info(
@@ -138,6 +154,7 @@ def _reclaim_expired(now, batch: int) -> tuple[int, int]:
             "execution__id",
             "execution__snapshot_id",
             "execution__parent_node_run_id",
+            "execution__priority",
         )[:batch]
     )
     reclaimed = lost = 0
@@ -169,6 +186,7 @@ def _reclaim_expired(now, batch: int) -> tuple[int, int]:
                             run.node,
                             task_id,
                             graph.nodes[run.node].timeout_seconds,
+                            priority=run.execution.priority,
                         )
                     ]
                 )

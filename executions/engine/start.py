@@ -40,6 +40,7 @@ def execution_create(
     deferred: bool = False,
     not_before=None,
     debounce: dict[str, Any] | None = None,
+    priority: str | None = None,
 ) -> tuple[Execution, bool]:
     """Create an execution and its node runs in one transaction and dispatch the start nodes
     after commit. Returns (execution, created); with an ``idempotency_key`` already used for
@@ -50,7 +51,10 @@ def execution_create(
     A ``deferred`` execution is written without node runs and started later by
     :func:`execution_start_deferred` (not before ``not_before``); ``debounce`` holds its
     window fields (``debounce_key``, ``debounce_until``, ``debounce_open``). A conflict on an
-    open debounce window raises IntegrityError for the caller to join that window instead."""
+    open debounce window raises IntegrityError for the caller to join that window instead.
+
+    ``priority`` defaults to the parent execution's for a sub-workflow, else to the
+    workflow's own setting."""
     if not workflow.is_active:
         raise Conflict("workflow is inactive")
     existing = _existing_execution(workflow, idempotency_key, scheduled_for)
@@ -62,6 +66,8 @@ def execution_create(
     cycle = find_cycle(graph.nodes, [(e.source, e.target) for e in graph.edges])
     if cycle:  # saved workflows are acyclic; this guards snapshots written any other way
         raise Conflict("cycle: " + " -> ".join(cycle))
+    if priority is None:
+        priority = _default_priority(workflow, parent_node_run_id)
     now = timezone.now()
     timeout = int(snapshot.graph.get("timeout_seconds", workflow.timeout_seconds))
     if deferred:
@@ -79,6 +85,7 @@ def execution_create(
                 snapshot=snapshot,
                 workflow_version=snapshot.version,
                 trigger=trigger,
+                priority=priority,
                 input=input,
                 idempotency_key=idempotency_key,
                 retry_of=retry_of,
@@ -144,7 +151,13 @@ def _execution_begin(
     if task_ids:
         dispatch.send_on_commit(
             [
-                dispatch.Dispatch(str(execution.id), k, t, graph.nodes[k].timeout_seconds)
+                dispatch.Dispatch(
+                    str(execution.id),
+                    k,
+                    t,
+                    graph.nodes[k].timeout_seconds,
+                    priority=execution.priority,
+                )
                 for k, t in task_ids.items()
             ]
         )
@@ -221,6 +234,18 @@ def deferred_start_due(*, now=None, batch: int = 500) -> int:
         .values_list("id", flat=True)[:batch]
     )
     return sum(1 for i in ids if execution_start_deferred(execution_id=i, now=now) == "started")
+
+
+def _default_priority(workflow: Workflow, parent_node_run_id: int | None) -> str:
+    if parent_node_run_id is not None:
+        parent = (
+            Execution.objects.filter(node_runs__id=parent_node_run_id)
+            .values_list("priority", flat=True)
+            .first()
+        )
+        if parent:
+            return parent
+    return workflow.priority
 
 
 def child_starter(*, node_run_id: int, depth: int):

@@ -91,6 +91,7 @@ def execution_retry(
         reuse=reuse,
         parent_node_run_id=None,
         depth=execution.depth,
+        priority=execution.priority,
     )
     return new
 

@@ -17,7 +17,7 @@ from executions.errors import Conflict
 from executions.events.triggers import event_triggers_sync
 from executions.models import Connection, Execution, Node, Workflow, WorkflowVersion
 from executions.services.executions import execution_terminate
-from executions.states import EXECUTION_UNFINISHED, ExecutionStatus
+from executions.states import EXECUTION_UNFINISHED, ExecutionStatus, Priority
 from executions.triggers.schedules import schedule_remove, schedule_sync
 
 # The parts of a workflow that are neither graph nor settings (trigger secrets).
@@ -38,6 +38,7 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
         "webhook_respond_node": data.get("webhook_respond_node"),
         "debounce": dict(data["debounce"]) if data.get("debounce") else None,
         "retry": retry_policy(data.get("retry")),
+        "priority": data.get("priority", Priority.NORMAL),
         "nodes": [
             {
                 "key": n["key"],
@@ -47,6 +48,8 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
                 # The policy in force for this node, resolved once: what GET shows is what runs.
                 "retry": retry_policy(data.get("retry"), n.get("retry")),
                 "timeout_seconds": n.get("timeout_seconds", 300),
+                # Only when set, so documents of nodes without a limit stay as they were.
+                **({"rate_limit": _rate_limit_ref(n["rate_limit"])} if n.get("rate_limit") else {}),
             }
             for n in data["nodes"]
         ],
@@ -67,6 +70,10 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _rate_limit_ref(ref: dict[str, Any]) -> dict[str, Any]:
+    return {"name": ref["name"], "key": ref.get("key") or None}
+
+
 def _write_rows(workflow: Workflow, doc: dict[str, Any]) -> None:
     workflow.nodes.all().delete()  # cascades to connections
     nodes = Node.objects.bulk_create(
@@ -78,6 +85,7 @@ def _write_rows(workflow: Workflow, doc: dict[str, Any]) -> None:
             config=n["config"],
             retry=n["retry"],
             timeout_seconds=n["timeout_seconds"],
+            rate_limit=n.get("rate_limit"),
             position=i,
         )
         for i, n in enumerate(doc["nodes"])
@@ -110,6 +118,7 @@ def _apply_settings(workflow: Workflow, doc: dict[str, Any]) -> None:
         "debounce",
     ):
         setattr(workflow, field, doc[field])
+    workflow.priority = doc.get("priority", Priority.NORMAL)
     workflow.events = doc.get("events", [])
     if not workflow.webhook_enabled:
         # Turning webhooks off forgets the token: enabling them again must take a new one

@@ -23,6 +23,7 @@ from executions.store.node_runs import (  # noqa: F401
     node_run_extend_lease,
     node_run_queue,
     node_run_reclaim,
+    node_run_record_start,
     node_run_redispatch,
     node_run_reschedule,
     node_run_skip,

@@ -374,6 +374,16 @@ def node_run_reschedule(
     )
 
 
+def node_run_record_start(*, node_run_id: int, attempt: int, started_at) -> bool:
+    """A running attempt's recorded start (a rate-limited run: the grant of its token); it
+    clears ``waiting_for``. No status changes."""
+    return bool(
+        NodeRun.objects.filter(id=node_run_id, status=N.RUNNING, attempts=attempt).update(
+            started_at=started_at, waiting_for=None
+        )
+    )
+
+
 def node_run_wake(*, node_run_id: int, execution_id, task_id: str, now) -> bool:
     """queued -> queued, due now, for a parked run of an active execution. When it is still
     running (it has not parked yet) it gets a mark its park step sees, and False is

@@ -90,7 +90,12 @@ def debounce_key(spec: dict[str, Any], input: Any) -> str:
 
 
 def trigger_execution(
-    *, workflow: Workflow, input: Any, trigger: str, idempotency_key: str | None = None
+    *,
+    workflow: Workflow,
+    input: Any,
+    trigger: str,
+    idempotency_key: str | None = None,
+    priority: str | None = None,
 ) -> Triggered:
     """Start an execution of ``workflow`` for a trigger with ``input``, collapsing it into an
     open debounce window when the workflow has one. Raises DebounceKeyError, or Conflict when
@@ -100,7 +105,11 @@ def trigger_execution(
     spec = workflow.debounce
     if not spec:
         execution, created = execution_create(
-            workflow=workflow, input=input, trigger=trigger, idempotency_key=idempotency_key
+            workflow=workflow,
+            input=input,
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+            priority=priority,
         )
         return Triggered(execution, created)
     key = debounce_key(spec, input)
@@ -116,7 +125,7 @@ def trigger_execution(
         try:
             with transaction.atomic():
                 result = _join_or_open(
-                    workflow, key, seconds, trailing, input, trigger, idempotency_key
+                    workflow, key, seconds, trailing, input, trigger, idempotency_key, priority
                 )
         except IntegrityError:
             continue  # a concurrent trigger opened the window first: join it
@@ -134,6 +143,7 @@ def _join_or_open(
     input: Any,
     trigger: str,
     idempotency_key: str | None,
+    priority: str | None,
 ) -> Triggered:
     now = timezone.now()
     until = now + timedelta(seconds=seconds)
@@ -170,6 +180,7 @@ def _join_or_open(
         input=input,
         trigger=trigger,
         idempotency_key=idempotency_key,
+        priority=priority,
         deferred=trailing,
         not_before=until if trailing else None,
         debounce={
