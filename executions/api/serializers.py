@@ -293,13 +293,17 @@ class ExecuteInputSerializer(serializers.Serializer):
 
 class NodeRunOutputSerializer(serializers.ModelSerializer):
     waiting_for = serializers.SerializerMethodField(
-        help_text="While a wait_for_event node waits: the event, the key (null: any) and "
-        "when it gives up (until)."
+        help_text="Why a queued run waits: for a rate limit {rate_limit, key, until}; for an "
+        "event (wait_for_event) {event, key (null: any), until (when it gives up)}."
     )
 
     def get_waiting_for(self, obj) -> dict | None:
+        if obj.status != "queued":
+            return None
+        if obj.waiting_for:  # a rate limit, recorded by the run that found no token
+            return obj.waiting_for
         state = obj.state if isinstance(obj.state, dict) else None
-        if obj.status != "queued" or not state or "event" not in state or "until" not in state:
+        if not state or "event" not in state or "until" not in state:
             return None
         return {"event": state["event"], "key": state.get("key"), "until": state["until"]}
 
