@@ -137,3 +137,29 @@ def test_form_bodies_are_not_parsed(api, user):
     )
     assert res.status_code == 415
     assert not Execution.objects.filter(workflow=wf).exists()
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "line\nbreak", "x" * 256])
+def test_bad_idempotency_keys_answer_400_naming_the_header(api, user, key):
+    wf = make_workflow(user, [node("a")], webhook_enabled=True)
+    wf.refresh_from_db()
+    answers = [
+        api.post(f"/api/workflows/{wf.id}/execute/", {}, format="json", HTTP_IDEMPOTENCY_KEY=key),
+        api.post(
+            f"/api/hooks/{wf.id}/",
+            {},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY=key,
+            HTTP_X_WECONNECT_TOKEN=wf.webhook_token,
+        ),
+        api.post(
+            "/api/executions/bulk/",
+            {"action": "cancel", "filter": {"status": "failed"}},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY=key,
+        ),
+    ]
+    for r in answers:
+        assert r.status_code == 400, (r.status_code, r.content[:300])
+        assert "Idempotency-Key" in r.json()
+    assert not Execution.objects.exists()

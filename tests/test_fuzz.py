@@ -162,6 +162,15 @@ VALID_BODIES = {
     ("post", "/api/credentials/"): {"name": "fz", "kind": "generic", "data": {"k": "v"}},
     ("put", "/api/credentials/{id}/"): {"name": "fz2", "kind": "bearer", "data": {"token": "t"}},
     ("post", "/api/hooks/{workflow_id}/"): {"order": {"id": 1, "note": "x"}},
+    ("post", "/api/workflows/{id}/backfill/"): {
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-01-01T01:00:00Z",
+    },
+    ("post", "/api/executions/bulk/"): {"action": "cancel", "filter": {"status": "failed"}},
+    ("post", "/api/executions/{id}/resume/"): {"node": "a", "data": {"ok": True}},
+    ("post", "/api/resume/{execution_id}/{node}/{token}/"): {"approved": True, "comment": "x"},
+    ("post", "/api/rate-limits/"): {"name": "fz", "limit": 5, "period_seconds": 1},
+    ("put", "/api/rate-limits/{id}/"): {"name": "fz2", "limit": 3, "period_seconds": 2},
 }
 
 
@@ -179,6 +188,9 @@ def world(api, user):
         {"name": "base", "kind": "bearer", "data": {"token": "t"}},
         format="json",
     ).json()
+    rate_limit = api.post(
+        "/api/rate-limits/", {"name": "base", "limit": 5, "period_seconds": 1}, format="json"
+    ).json()
     spec = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     return {
         "spec": spec,
@@ -187,7 +199,11 @@ def world(api, user):
             "/api/executions/": str(execution.pk),
             "/api/credentials/": credential["id"],
             "/api/hooks/": str(workflow.pk),
+            "/api/rate-limits/": str(rate_limit["id"]),
+            "/api/resume/": str(execution.pk),
         },
+        # Further path parameters, by name.
+        "params": {"node": "a", "token": "not-a-resume-token"},
         "token": workflow.webhook_token,
     }
 
@@ -197,9 +213,12 @@ def _path(template: str, world: dict) -> str:
         return template
     prefix = template.split("{", 1)[0]
     prefix = "/api/" + prefix.split("/")[2] + "/"
-    return template.replace(
-        template[template.index("{") : template.index("}") + 1], world["ids"][prefix]
+    path = template.replace(
+        template[template.index("{") : template.index("}") + 1], world["ids"][prefix], 1
     )
+    for name, value in world["params"].items():
+        path = path.replace("{" + name + "}", value)
+    return path
 
 
 def _body_operations(spec: dict) -> list[tuple[str, str, dict]]:

@@ -10,6 +10,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from executions.api.headers import idempotency_key
 from executions.api.views import IDEMPOTENCY_HEADER, _validated
 from executions.models import BulkOperation
 from executions.services.bulk import bulk_operation_start
@@ -93,9 +94,7 @@ class BulkOperationCreateView(APIView):
     )
     def post(self, request):
         """Retry or cancel every execution matching the filter, as a background job."""
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not (1 <= len(key) <= 255):
-            raise ValidationError({"Idempotency-Key": ["must be 1-255 characters"]})
+        key = idempotency_key(request)
         data = _validated(BulkInputSerializer, request.data)
         operation, created = bulk_operation_start(
             owner=request.user,

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from executions import jsonsafe
+from executions.api.headers import idempotency_key
 from executions.api.parsers import body_problem
 from executions.states import WebhookRespond
 from executions.triggers.debounce import DebounceKeyError
@@ -115,9 +116,7 @@ class WebhookView(APIView):
         },
     )
     def post(self, request, workflow_id: str):
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not (1 <= len(key) <= 255):
-            raise ValidationError({"Idempotency-Key": ["must be 1-255 characters"]})
+        key = idempotency_key(request)
         body = request.body
         if not body.strip():
             payload = {}

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from executions import selectors
 from executions.api import serializers as s
+from executions.api.headers import idempotency_key
 from executions.events.models import EventWait
 from executions.events.resume import execution_resume
 from executions.events.waits import PayloadInvalid
@@ -126,9 +127,7 @@ class WorkflowViewSet(
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
         workflow = self.get_object()
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not (1 <= len(key) <= 255):
-            raise ValidationError({"Idempotency-Key": ["must be 1-255 characters"]})
+        key = idempotency_key(request)
         data = _validated(s.ExecuteInputSerializer, request.data if request.data else {})
         try:
             triggered = trigger_execution(
