@@ -126,7 +126,10 @@ def test_live_fragment_and_bad_ids(admin_client, user):
 def test_buttons_cancel_and_retry(admin_client, worker, user):
     wf = make_workflow(
         user,
-        [node("first"), node("boom", "test_behave", config={"fail_attempts": 1})],
+        [
+            node("first"),
+            node("boom", "test_behave", config={"fail_attempts": 1}, retry={"max_retries": 0}),
+        ],
         [edge("first", "boom")],
     )
     failed = wait_for(execution_create(workflow=wf, input={"n": 1})[0].id)

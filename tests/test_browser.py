@@ -156,7 +156,10 @@ def test_run_button_and_live_refresh(page, worker, admin_user):
 def test_retry_buttons(page, worker, admin_user):
     wf = make_workflow(
         admin_user,
-        [node("first"), node("boom", "test_behave", config={"fail_attempts": 1})],
+        [
+            node("first"),
+            node("boom", "test_behave", config={"fail_attempts": 1}, retry={"max_retries": 0}),
+        ],
         [edge("first", "boom")],
         name="flaky",
     )
