@@ -76,6 +76,10 @@ class SoakReport:
     trigger_seconds: float = 0.0
     drain_seconds: float = 0.0
     longest_recovery_wait_seconds: float = 0.0
+    # Unfinished when triggering stopped, and how many finished in the drain's last minute: a
+    # drain that ends with executions still finishing was too short, not stuck.
+    backlog_at_drain: int = 0
+    finished_last_minute_of_drain: int = 0
     reassigned_runs: int = 0
 
     @property
@@ -378,6 +382,7 @@ class Soak:
 
             # Drain: everything must finish without more chaos.
             drain_from = time.monotonic()
+            history: list[tuple[float, int]] = []  # (seconds into the drain, unfinished)
             while time.monotonic() - drain_from < opts.drain_timeout:
                 try:
                     with psycopg.connect(db_url, autocommit=True, connect_timeout=3) as conn:
@@ -385,11 +390,17 @@ class Soak:
                             "SELECT count(*) FROM executions_execution "
                             "WHERE status NOT IN ('succeeded','failed','cancelled','timed_out')"
                         ).fetchone()[0]
+                    history.append((time.monotonic() - drain_from, active))
                     if active == 0:
                         break
                 except psycopg.Error:
                     pass
                 time.sleep(1)
+            if history:
+                report.backlog_at_drain = history[0][1]
+                end = history[-1][0]
+                before = [n for t, n in history if t <= end - 60] or [history[0][1]]
+                report.finished_last_minute_of_drain = before[-1] - history[-1][1]
             report.drain_seconds = round(time.monotonic() - drain_from, 1)
             self._count(report, db_url, accepted, effects)
         return report
@@ -459,6 +470,8 @@ def render(reports: list[SoakReport]) -> str:
         "reassigned_runs",
         "trigger_seconds",
         "drain_seconds",
+        "backlog_at_drain",
+        "finished_last_minute_of_drain",
         "longest_recovery_wait_seconds",
     ]
     head = "| figure | " + " | ".join(r.broker for r in reports) + " |"
