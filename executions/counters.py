@@ -2,8 +2,11 @@
 
 Several processes (web, every worker pool child, Beat) do the work the metrics describe, so an
 in-process prometheus_client registry would show only the slice seen by the process scraped.
-Instead each event is a handful of HINCRBY/HINCRBYFLOAT commands sent as one pipeline (one
-round trip per node run), and ``/monitoring/metrics`` reads the hashes back.
+Instead each process adds its node-run and retry counts up in memory and ``flush()`` sends the
+sums as one pipeline of HINCRBY/HINCRBYFLOAT commands; the heartbeat thread of every worker
+process flushes once a second (and the process flushes on exit), so a node run makes no Redis
+round trip for metrics and a killed process loses at most a second of counts.
+``/monitoring/metrics`` reads the hashes back. Recovery passes (rare) are sent at once.
 
 Layout under ``WECONNECT_KEY_PREFIX + "metrics:"``, each a hash:
 - ``node_runs``: field ``<type>|<status>`` -> finished node runs;
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
@@ -86,11 +91,54 @@ def _bucket(value: float, buckets: tuple[float, ...]) -> str:
     return _INF if i == len(buckets) else repr(buckets[i])
 
 
-def _observe(pipe, name: str, label: str, value: float, buckets: tuple[float, ...]) -> None:
-    key = _key(name)
-    pipe.hincrby(key, f"{label}|{_bucket(value, buckets)}", 1)
-    pipe.hincrbyfloat(key, f"{label}|sum", value)
-    pipe.hincrby(key, f"{label}|count", 1)
+# Counts not yet sent, per (hash name, field): integers for HINCRBY, floats (the histogram
+# sums) for HINCRBYFLOAT. The lock is held for a few dict updates only: the heartbeat thread
+# swaps the dicts out under it and talks to Redis outside it.
+_lock = threading.Lock()
+_ints: dict[tuple[str, str], int] = {}
+_floats: dict[tuple[str, str], float] = {}
+
+
+def _reset_after_fork() -> None:
+    # A forked pool child must not send the counts its parent still holds (they would be
+    # counted twice); the lock may have been held by another thread at fork time.
+    global _lock, _ints, _floats
+    _lock, _ints, _floats = threading.Lock(), {}, {}
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _add(ints: Iterable[tuple[str, str]], floats: Iterable[tuple[str, str, float]] = ()) -> None:
+    with _lock:
+        for k in ints:
+            _ints[k] = _ints.get(k, 0) + 1
+        for name, f, v in floats:
+            _floats[(name, f)] = _floats.get((name, f), 0.0) + v
+
+
+def _observed(name: str, label: str, value: float, buckets: tuple[float, ...]):
+    return [(name, f"{label}|{_bucket(value, buckets)}"), (name, f"{label}|count")], [
+        (name, f"{label}|sum", value)
+    ]
+
+
+def flush() -> None:
+    """Send the counts this process added up since the last flush (one pipeline)."""
+    global _ints, _floats
+    with _lock:
+        ints, floats = _ints, _floats
+        _ints, _floats = {}, {}
+    if not ints and not floats:
+        return
+
+    def fill(pipe) -> None:
+        for (name, f), v in ints.items():
+            pipe.hincrby(_key(name), f, v)
+        for (name, f), v in floats.items():
+            pipe.hincrbyfloat(_key(name), f, v)
+
+    _send(fill)
 
 
 def _send(fill) -> None:
@@ -112,17 +160,20 @@ def _clean(value: float | None) -> float | None:
 def record_node_run(
     node_type: str, status: str, duration_s: float | None, wait_s: float | None
 ) -> None:
-    """A node run finished (succeeded or failed): count it and observe its times."""
+    """A node run finished (succeeded or failed): count it and observe its times (added up in
+    this process; sent by the next ``flush()``)."""
     duration, wait = _clean(duration_s), _clean(wait_s)
-
-    def fill(pipe) -> None:
-        pipe.hincrby(_key("node_runs"), f"{node_type}|{status}", 1)
-        if duration is not None:
-            _observe(pipe, "duration", node_type, duration, DURATION_BUCKETS)
-        if wait is not None:
-            _observe(pipe, "wait", node_type, wait, WAIT_BUCKETS)
-
-    _send(fill)
+    ints: list[tuple[str, str]] = [("node_runs", f"{node_type}|{status}")]
+    floats: list[tuple[str, str, float]] = []
+    if duration is not None:
+        i, f = _observed("duration", node_type, duration, DURATION_BUCKETS)
+        ints += i
+        floats += f
+    if wait is not None:
+        i, f = _observed("wait", node_type, wait, WAIT_BUCKETS)
+        ints += i
+        floats += f
+    _add(ints, floats)
 
 
 def observe_node_run(*, run, node_type: str, status: str) -> None:
@@ -145,7 +196,7 @@ def observe_node_run(*, run, node_type: str, status: str) -> None:
 
 
 def record_retry(node_type: str) -> None:
-    _send(lambda pipe: pipe.hincrby(_key("retries"), node_type, 1))
+    _add([("retries", node_type)])
 
 
 def record_redispatch(n: int) -> None:

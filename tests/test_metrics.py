@@ -56,7 +56,22 @@ def test_counters_move_after_executions_run(worker, client, user):
     ids = [execution_create(workflow=wf, input={"n": i})[0].id for i in range(2)]
     for i in ids:
         assert wait_for(i).status == "failed"
-    after = scrape(client)
+    # Worker processes send their counts once a second: wait until every finished run is in.
+    expected = [
+        ("weconnect_node_runs_finished_total", {"node_type": "noop", "status": "succeeded"}, 2),
+        ("weconnect_node_runs_finished_total", {"node_type": "test_behave", "status": "failed"}, 2),
+        ("weconnect_node_run_retries_total", {"node_type": "test_behave"}, 2),
+    ]
+    deadline = time.monotonic() + 30
+    while True:
+        after = scrape(client)
+        arrived = all(
+            value(after, name, **labels) - value(before, name, **labels) >= n
+            for name, labels, n in expected
+        )
+        if arrived or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -132,6 +147,7 @@ def test_exposition_when_redis_is_unreachable(worker, client, closed_port):
             took = time.monotonic() - started
             # Recording with Redis down is silently dropped: the engine is never broken by it.
             counters.record_node_run("noop", "succeeded", 0.01, 0.01)
+            counters.flush()
     finally:
         locks.redis_client.cache_clear()
     assert value(samples, "weconnect_metrics_source_up", source="redis") == 0
@@ -149,6 +165,9 @@ def test_histogram_buckets_are_cumulative():
     counters.record_node_run("bucket_probe", "succeeded", 0.003, None)
     counters.record_node_run("bucket_probe", "succeeded", 0.2, 0.02)
     counters.record_node_run("bucket_probe", "failed", 1e9, float("nan"))
+    # Counts are added up in the process and reach Redis only when flushed.
+    assert "bucket_probe" not in counters.read(client).duration
+    counters.flush()
     snap = counters.read(client)
     hist = dict(snap.duration["bucket_probe"].buckets)
     assert hist["0.005"] == 1 and hist["0.25"] == 2 and hist["600.0"] == 2 and hist["+Inf"] == 3
