@@ -80,6 +80,15 @@ def fits(page) -> bool:
     )
 
 
+def widths(page) -> dict:
+    """What overflows, for the failure message."""
+    return page.evaluate(
+        """() => ({doc: [document.documentElement.scrollWidth, document.documentElement.clientWidth],
+            results: Array.from(document.querySelectorAll('#changelist .results'))
+                .map((el) => [el.scrollWidth, el.clientWidth])})"""
+    )
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=f"/tmp/wc-{name}.png", full_page=True)
 
@@ -195,7 +204,7 @@ def test_lists_fit_1280(page, worker, admin_user):
     ]:
         page.goto(page.base + path)
         shot(page, name)
-        assert fits(page), path
+        assert fits(page), (path, widths(page))
     assert page.console_errors == []
 
 

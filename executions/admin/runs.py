@@ -71,7 +71,7 @@ def retry_executions(modeladmin, request, queryset):
     modeladmin.message_user(request, f"Started {done} retry execution(s).", messages.SUCCESS)
 
 
-@admin.action(description="Retry selected executions on the workflow's latest version")
+@admin.action(description="Retry on the latest workflow version")
 def retry_executions_latest(modeladmin, request, queryset):
     done = 0
     for execution in queryset:
@@ -208,6 +208,10 @@ class ExecutionAdmin(admin.ModelAdmin):
         "duration",
     ]
     list_display_links = ["short"]
+
+    class Media:
+        css = {"all": ["executions/changelist.css"]}
+
     list_filter = ["status", "trigger", "priority", "workflow", "created_at"]
     search_fields = ["id", "workflow_name", "idempotency_key"]
     list_select_related = ["workflow"]

@@ -142,6 +142,10 @@ class WorkflowAdmin(admin.ModelAdmin):
         "schedule_link",
     ]
     list_display_links = ["display_name"]
+
+    class Media:
+        css = {"all": ["executions/changelist.css"]}
+
     list_filter = ["is_active", "priority", "webhook_enabled", "owner"]
     search_fields = ["name", "description", "id", "nodes__key"]
     readonly_fields = ["id", "version", "created_at", "updated_at", "executions_summary"]
