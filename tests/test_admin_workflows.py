@@ -144,3 +144,20 @@ def test_run_button_starts_an_execution_with_the_typed_input(admin_client, user)
     response = admin_client.post(run, {"input": "[1, 2]"}, follow=True)
     assert "Input: must be a JSON object" in response.content.decode()
     assert Execution.objects.filter(workflow=wf).count() == 1
+
+
+def test_backfill_box_starts_one_run_per_slot_once(admin_client, admin_user):
+    wf = make_workflow(admin_user, [node("a")], schedule={"cron": "0 * * * *", "timezone": "UTC"})
+    plain = make_workflow(admin_user, [node("a")], name="no schedule")
+    assert 'id="wc-backfill-form"' in admin_client.get(change_url(wf)).content.decode()
+    assert 'id="wc-backfill-form"' not in admin_client.get(change_url(plain)).content.decode()
+    url = f"/admin/executions/workflow/{wf.id}/backfill/"
+    span = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T03:00:00Z"}
+
+    admin_client.post(url, span)
+    admin_client.post(url, span)  # idempotent per slot
+    runs = Execution.objects.filter(workflow=wf, trigger="backfill")
+    assert sorted(r.scheduled_for.hour for r in runs) == [0, 1, 2]
+
+    page = admin_client.post(url, {"start": "2026-01-02T00:00:00Z", "end": "nope"}, follow=True)
+    assert "end" in page.content.decode() and runs.count() == 3

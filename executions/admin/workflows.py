@@ -18,7 +18,7 @@ from django_celery_beat.models import PeriodicTask
 
 from executions.admin.graphs import graph_svg
 from executions.admin.inspect import flatten_errors, inline_svg, is_uuid, status_badge
-from executions.api.serializers import WorkflowInputSerializer
+from executions.api.serializers import BackfillInputSerializer, WorkflowInputSerializer
 from executions.models import Execution, Workflow, WorkflowVersion
 from executions.services.executions import Conflict, execution_create
 from executions.services.workflows import (
@@ -29,7 +29,7 @@ from executions.services.workflows import (
     workflow_replace,
 )
 from executions.states import EXECUTION_UNFINISHED, ExecutionStatus, Trigger
-from executions.triggers.schedules import schedule_task_name
+from executions.triggers.schedules import BackfillTooLarge, schedule_backfill, schedule_task_name
 from executions.validation import validate_graph
 
 EXAMPLE_DOCUMENT: dict[str, Any] = {
@@ -296,6 +296,11 @@ class WorkflowAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.run_view),
                 name="executions_workflow_run",
             ),
+            path(
+                "<path:object_id>/backfill/",
+                self.admin_site.admin_view(self.backfill_view),
+                name="executions_workflow_backfill",
+            ),
             *super().get_urls(),
         ]
 
@@ -330,8 +335,40 @@ class WorkflowAdmin(admin.ModelAdmin):
             reverse("admin:executions_execution_change", args=[execution.pk])
         )
 
+    def backfill_view(self, request, object_id):
+        """Start one run per schedule slot in [start, end), as POST .../backfill/ does."""
+        workflow = get_object_or_404(Workflow, pk=object_id) if is_uuid(object_id) else None
+        if workflow is None:
+            return HttpResponseRedirect(reverse("admin:executions_workflow_changelist"))
+        change_url = reverse("admin:executions_workflow_change", args=[workflow.pk])
+        if request.method != "POST" or not self.has_change_permission(request, workflow):
+            return HttpResponseRedirect(change_url)
+        form = BackfillInputSerializer(
+            data={"start": request.POST.get("start"), "end": request.POST.get("end")}
+        )
+        if not form.is_valid():
+            problems = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
+            self.message_user(request, problems, messages.ERROR)
+            return HttpResponseRedirect(change_url)
+        try:
+            decisions = schedule_backfill(workflow=workflow, **form.validated_data)
+        except (Conflict, BackfillTooLarge) as exc:
+            self.message_user(request, f"backfill: {exc}", messages.ERROR)
+            return HttpResponseRedirect(change_url)
+        started = sum(1 for d in decisions if d.created)
+        self.message_user(
+            request,
+            f"Backfill: {len(decisions)} slot(s), {started} run(s) started, "
+            f"{len(decisions) - started} already had one.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(
+            reverse("admin:executions_execution_changelist") + f"?workflow__id__exact={workflow.pk}"
+        )
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        """The edit page, with a picture of the current version's graph and a Run box."""
+        """The edit page, with a picture of the current version's graph, a Run box and (for a
+        scheduled workflow) a Backfill box."""
         extra_context = dict(extra_context or {})
         doc = (
             WorkflowVersion.objects.filter(workflow_id=object_id, workflow__version=F("version"))
@@ -343,6 +380,10 @@ class WorkflowAdmin(admin.ModelAdmin):
         if doc is not None:
             extra_context["graph_svg"] = inline_svg(graph_svg(doc))
             extra_context["run_url"] = reverse("admin:executions_workflow_run", args=[object_id])
+            if doc.get("schedule"):
+                extra_context["backfill_url"] = reverse(
+                    "admin:executions_workflow_backfill", args=[object_id]
+                )
         return super().change_view(request, object_id, form_url, extra_context)
 
 
