@@ -37,22 +37,23 @@ def python_nodes(settings):
 
 
 def test_delays_overlap_instead_of_holding_workers(worker, user):
-    # 8 executions each waiting 3 s on a worker of 4 processes: if a delay held a process the
-    # waits would run in two rounds (>= 6 s); parked runs let all 8 wait at once.
+    # 8 executions each waiting 4 s on a worker of 4 processes: if a delay held a process the
+    # waits would run in two rounds (>= 8 s); parked runs let all 8 wait at once. (4 s, not
+    # less: a loaded machine and RabbitMQ's whole-second countdowns stay well inside the gap.)
     wf = make_workflow(
-        user, [node("wait", "delay", config={"seconds": 3}), node("after")], [edge("wait", "after")]
+        user, [node("wait", "delay", config={"seconds": 4}), node("after")], [edge("wait", "after")]
     )
     started = time.monotonic()
     ids = [execution_create(workflow=wf, input={"i": i})[0].id for i in range(8)]
     done = wait_all(ids, timeout=30)
     elapsed = time.monotonic() - started
     assert all(e.status == "succeeded" for e in done), [(e.id, e.status, e.error) for e in done]
-    assert 3.0 <= elapsed < 5.0, elapsed
+    assert 4.0 <= elapsed < 7.5, elapsed
     for e in done:
         runs = runs_by_node(e)
         assert runs["wait"].attempts == 1  # the wait is not an attempt
         assert runs["after"].input == e.input
-        assert (runs["wait"].finished_at - e.created_at).total_seconds() >= 3.0
+        assert (runs["wait"].finished_at - e.created_at).total_seconds() >= 4.0
 
 
 def test_delay_until_a_time_from_the_input(worker, user):

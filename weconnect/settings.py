@@ -276,6 +276,10 @@ if BROKER_IS_AMQP:
     # needs topic exchanges. A dead consumer's unacknowledged messages come back at once.
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    # The role queues (CELERY_TASK_ROUTES) are created on first use: the same kind, or a
+    # countdown would fall back to a worker-held ETA, which quorum queues cannot prefetch around.
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
     CELERY_WORKER_DETECT_QUORUM_QUEUES = True
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 else:
