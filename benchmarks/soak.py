@@ -81,6 +81,10 @@ class SoakReport:
     backlog_at_drain: int = 0
     finished_last_minute_of_drain: int = 0
     reassigned_runs: int = 0
+    # Processes that exited on their own and were started again, as a supervisor would.
+    supervisor_restarts: dict[str, int] = field(default_factory=dict)
+    # What the first unfinished executions look like, to tell a slow drain from a stuck one.
+    stuck_detail: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -223,10 +227,34 @@ class Chaos(threading.Thread):
         while not self.stop.wait(random.uniform(low, high)):
             kind = next(kinds)
             try:
-                getattr(self.soak, f"break_{kind}")()
+                with self.soak.processes_lock:
+                    getattr(self.soak, f"break_{kind}")()
                 self.events[kind] += 1
             except Exception as exc:  # the chaos loop itself must not die
                 print(f"  chaos {kind} failed: {exc!r}", file=sys.stderr)
+
+
+class Supervisor(threading.Thread):
+    """Starts again any process of the stack that exited on its own, as production's process
+    manager (systemd, the platform, Kubernetes) does: a worker can end itself (kombu's Redis
+    transport when Redis restarts under unacknowledged messages; the consumer watchdog when a
+    worker has stopped taking messages), and the run must show that nothing is lost when it
+    does, not that nothing restarts it."""
+
+    def __init__(self, soak: Soak, keys: list[tuple[str, str]]) -> None:
+        super().__init__(daemon=True)
+        self.soak = soak
+        self.keys = keys  # (role, key)
+        self.stop = threading.Event()
+        self.restarts: Counter[str] = Counter()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            with self.soak.processes_lock:
+                for role, key in self.keys:
+                    if not self.soak.stack.alive(key):
+                        self.soak.stack.start(role, key)
+                        self.restarts[key] += 1
 
 
 class Soak:
@@ -239,6 +267,7 @@ class Soak:
         self.pg: PgCluster | None = None
         self.stack: Stack | None = None
         self.vhost: str | None = None
+        self.processes_lock = threading.Lock()  # chaos and supervisor: one at a time
 
     # --- what the chaos loop does -----------------------------------------------------------
     def break_worker(self) -> None:
@@ -305,6 +334,11 @@ class Soak:
         for i in range(opts.workers):
             stack.start("worker", f"w{i}")
         stack.wait_web(timeout=120)
+        supervisor = Supervisor(
+            self,
+            [("web", "web"), ("beat", "beat")] + [("worker", f"w{i}") for i in range(opts.workers)],
+        )
+        supervisor.start()
         with EffectServer(opts.flaky_ratio) as effects, stack.client(timeout=5) as client:
             workflows = {}
             for name, doc in shapes(effects.url).items():
@@ -402,6 +436,9 @@ class Soak:
                 before = [n for t, n in history if t <= end - 60] or [history[0][1]]
                 report.finished_last_minute_of_drain = before[-1] - history[-1][1]
             report.drain_seconds = round(time.monotonic() - drain_from, 1)
+            supervisor.stop.set()
+            supervisor.join()
+            report.supervisor_restarts = dict(supervisor.restarts)
             self._count(report, db_url, accepted, effects)
         return report
 
@@ -430,6 +467,29 @@ class Soak:
                 report.other_terminal += 1
             else:
                 report.stuck += 1
+        stuck_ids = [ex for ex in accepted if rows.get(ex) not in (None, *TERMINAL)][:5]
+        if stuck_ids:
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                for ex_id in stuck_ids:
+                    ex = conn.execute(
+                        "SELECT status, created_at, started_at, deadline_at FROM "
+                        "executions_execution WHERE id = %s",
+                        (ex_id,),
+                    ).fetchone()
+                    node_rows = conn.execute(
+                        "SELECT node, status, attempts, reassignments, queued_at, started_at, "
+                        "dispatched_at, next_attempt_at, lease_expires_at, worker "
+                        "FROM executions_noderun WHERE execution_id = %s ORDER BY id",
+                        (ex_id,),
+                    ).fetchall()
+                    report.stuck_detail.append(
+                        {
+                            "execution": ex_id,
+                            "shape": accepted[ex_id],
+                            "execution_row": [str(v) for v in ex],
+                            "node_runs": [[str(v) for v in r] for r in node_rows],
+                        }
+                    )
         reassigned = {(ex, node) for ex, node, _, re, _, _ in runs if re > 0}
         report.reassigned_runs = len(reassigned)
         for _, node, attempts, re, status, waited in runs:
@@ -473,6 +533,7 @@ def render(reports: list[SoakReport]) -> str:
         "backlog_at_drain",
         "finished_last_minute_of_drain",
         "longest_recovery_wait_seconds",
+        "supervisor_restarts",
     ]
     head = "| figure | " + " | ".join(r.broker for r in reports) + " |"
     lines = [head, "|---" * (len(reports) + 1) + "|"]
