@@ -163,6 +163,9 @@ class Execution(models.Model):
         "NodeRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_executions"
     )
     depth = models.PositiveSmallIntegerField(default=0)
+    # A for_each child: the index of its item in the parent node's list (the child's start is
+    # keyed by the parent run and this index, so an item is never started twice).
+    item_index = models.PositiveIntegerField(null=True, blank=True)
     # The cron slot a scheduled or backfilled run stands for (also in its input).
     scheduled_for = models.DateTimeField(null=True, blank=True)
     # Created but not started yet (no node runs): a trailing debounce collecting triggers

@@ -59,6 +59,7 @@ class Trigger(models.TextChoices):
     ADMIN = "admin"
     BACKFILL = "backfill"
     EVENT = "event"
+    FOR_EACH = "for_each"
 
 
 class WebhookRespond(models.TextChoices):

@@ -180,6 +180,40 @@ def test_a_sub_workflow_nests_under_its_parent_node(spans, user):
     assert inner.context.trace_id == sub.context.trace_id == roots[str(parent.id)].context.trace_id
 
 
+def test_for_each_children_nest_under_their_parent_node(spans, user):
+    spans.clear()
+    from executions.services.executions import execution_create
+
+    child = make_workflow(user, [node("inner")], name="item")
+    parent = make_workflow(
+        user,
+        [
+            node(
+                "loop",
+                "for_each",
+                config={"items": [1, 2, 3], "workflow": str(child.id), "concurrency": 3},
+            )
+        ],
+        name="parent",
+    )
+    execution, _ = execution_create(workflow=parent, input={})
+    assert run_queued(execution) == ["waiting"]
+    kids = list(Execution.objects.filter(workflow=child).order_by("item_index"))
+    assert len(kids) == 3
+    for kid in kids:
+        assert run_queued(kid) == ["succeeded"]
+
+    (loop,) = by_name(spans, "node loop")
+    roots = [
+        s
+        for s in by_name(spans, "execution")
+        if s.attributes["weconnect.workflow.id"] == str(child.id)
+    ]
+    assert len(roots) == 3
+    assert {r.parent.span_id for r in roots} == {loop.context.span_id}
+    assert {s.context.trace_id for s in by_name(spans, "node inner")} == {loop.context.trace_id}
+
+
 def test_without_otel_settings_nothing_is_loaded():
     """No tracing SDK, exporter or instrumentation is imported, no middleware added. (redis-py
     imports the OpenTelemetry API and the metrics SDK by itself when they are installed; that

@@ -229,6 +229,8 @@ WECONNECT_PYTHON_NODES = env_list("WECONNECT_PYTHON_NODES")
 WECONNECT_MAX_SUBWORKFLOW_DEPTH = env_int("WECONNECT_MAX_SUBWORKFLOW_DEPTH", 5, minimum=0)
 # A waiting sub_workflow node also looks at its child this often, should a wake-up be missed.
 WECONNECT_SUBWORKFLOW_POLL_SECONDS = env_int("WECONNECT_SUBWORKFLOW_POLL_SECONDS", 30, minimum=1)
+# The longest list a for_each node runs a child workflow over.
+WECONNECT_MAX_ITEMS = env_int("WECONNECT_MAX_ITEMS", 10_000, minimum=1)
 # A synchronous webhook waits on a finish notification and also looks at the database this
 # often, should a notification be lost.
 WECONNECT_WEBHOOK_POLL_SECONDS = env_float(

@@ -39,7 +39,7 @@ from executions.admin.inspect import (
     waiting_for,
 )
 from executions.history import node_run_history
-from executions.models import Execution
+from executions.models import Execution, NodeRun
 from executions.services.executions import Conflict, execution_cancel, execution_retry
 from executions.services.pause import execution_pause, execution_unpause
 from executions.states import EXECUTION_ACTIVE, EXECUTION_UNFINISHED, ExecutionStatus
@@ -231,13 +231,53 @@ class ExecutionAdmin(admin.ModelAdmin):
         "trigger",
         "idempotency_key",
         "retry_of",
-        "parent_node_run",
+        "parent_link",
+        "item_index",
+        "children_link",
         "depth",
         "deadline_at",
     ]
+    # The children list linked from an execution's page filters on its parent.
+    _child_lookups = ("parent_node_run__execution__id__exact", "parent_node_run__id__exact")
 
     def get_readonly_fields(self, request, obj=None):
         return self.fields
+
+    def lookup_allowed(self, lookup, value, request=None):
+        return lookup in self._child_lookups or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="started by")
+    def parent_link(self, obj: Execution):
+        """The execution (and node) that started this one: a sub_workflow or for_each."""
+        if obj.parent_node_run_id is None:
+            return "-"
+        parent = (
+            NodeRun.objects.filter(id=obj.parent_node_run_id)
+            .values_list("execution_id", "node")
+            .first()
+        )
+        if parent is None:
+            return "-"
+        label = f"{short_id(parent[0])}, node {parent[1]}"
+        if obj.item_index is not None:
+            label += f", item {obj.item_index}"
+        url = reverse("admin:executions_execution_change", args=[parent[0]])
+        return format_html('<a href="{}">{}</a>', url, label)
+
+    @admin.display(description="children")
+    def children_link(self, obj: Execution):
+        """The executions this one's nodes started (sub-workflows, for_each items)."""
+        count = Execution.objects.filter(parent_node_run__execution_id=obj.id).count()
+        if not count:
+            return "-"
+        url = reverse("admin:executions_execution_changelist")
+        return format_html(
+            '<a href="{}?parent_node_run__execution__id__exact={}">{} child execution{}</a>',
+            url,
+            obj.id,
+            count,
+            "" if count == 1 else "s",
+        )
 
     def has_add_permission(self, request):
         return False

@@ -338,6 +338,17 @@ class NodeRunOutputSerializer(serializers.ModelSerializer):
 
 class ExecutionOutputSerializer(serializers.ModelSerializer):
     node_runs = NodeRunOutputSerializer(many=True, read_only=True)
+    parent_execution = serializers.SerializerMethodField(
+        help_text="The execution whose node started this one (sub_workflow, for_each)."
+    )
+
+    def get_parent_execution(self, obj) -> str | None:
+        if obj.parent_node_run_id is None:
+            return None
+        parent = NodeRun.objects.filter(id=obj.parent_node_run_id).values_list(
+            "execution_id", flat=True
+        )
+        return str(parent[0]) if parent else None
 
     class Meta:
         model = Execution
@@ -355,6 +366,9 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
             "idempotency_key",
             "retry_of",
             "depth",
+            "parent_execution",
+            "parent_node_run",
+            "item_index",
             "scheduled_for",
             "not_before",
             "debounce_key",
@@ -404,6 +418,8 @@ class ExecutionSummaryOutputSerializer(serializers.ModelSerializer):
             "idempotency_key",
             "retry_of",
             "depth",
+            "parent_node_run",
+            "item_index",
             "created_at",
             "started_at",
             "finished_at",

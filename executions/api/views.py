@@ -180,6 +180,8 @@ class WorkflowDeleteSerializer(serializers.Serializer):
 class ExecutionFilterSerializer(serializers.Serializer):
     workflow = serializers.UUIDField(required=False)
     status = serializers.ChoiceField(choices=ExecutionStatus.choices, required=False)
+    parent_execution = serializers.UUIDField(required=False)
+    parent_node_run = serializers.IntegerField(required=False, min_value=1)
 
 
 class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
@@ -206,12 +208,22 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
             qs = qs.filter(workflow_id=filters["workflow"])
         if "status" in filters:
             qs = qs.filter(status=filters["status"])
+        if "parent_execution" in filters:  # the children its nodes started
+            qs = qs.filter(parent_node_run__execution_id=filters["parent_execution"])
+        if "parent_node_run" in filters:
+            qs = qs.filter(parent_node_run_id=filters["parent_node_run"])
         return qs
 
     @extend_schema(
         parameters=[
             OpenApiParameter("workflow", str, description="workflow id"),
             OpenApiParameter("status", str, enum=ExecutionStatus.values),
+            OpenApiParameter(
+                "parent_execution", str, description="children started by this execution's nodes"
+            ),
+            OpenApiParameter(
+                "parent_node_run", int, description="children started by this node run"
+            ),
         ],
         responses={200: s.ExecutionSummaryOutputSerializer(many=True)},
     )

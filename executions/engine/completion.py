@@ -166,6 +166,31 @@ def _release_execution_keys(execution_id) -> None:
         )
 
 
+def node_run_children_cancel(*, node_run_id: int, message: str, now=None) -> int:
+    """Cancel every unfinished child execution a node run started (a for_each whose item
+    failed); returns how many were stopped."""
+    stopped = 0
+    for child in Execution.objects.filter(
+        parent_node_run_id=node_run_id, status__in=EXECUTION_UNFINISHED
+    ).values_list("id", flat=True):
+        stopped += execution_terminate(
+            execution_id=child,
+            status=ExecutionStatus.CANCELLED,
+            error={"message": message, "type": "Cancelled"},
+            now=now,
+        )
+    return stopped
+
+
+def children_canceller(*, node_run_id: int):
+    """The capability a node run is given to stop the children it started."""
+
+    def cancel_children(message: str) -> int:
+        return node_run_children_cancel(node_run_id=node_run_id, message=message)
+
+    return cancel_children
+
+
 def node_run_wake(*, node_run_id: int) -> bool:
     """Make a parked (waiting) node run due now and dispatch it, e.g. when the sub-workflow
     it waits for has finished."""

@@ -21,7 +21,7 @@ from django.utils import timezone
 from executions import counters, jsonsafe, store
 from executions.credentials import redaction
 from executions.engine import heartbeat
-from executions.engine.completion import execution_time_out_if_due
+from executions.engine.completion import children_canceller, execution_time_out_if_due
 from executions.engine.outcome import park, record_failure, result_not_stored, wait_for_rate_limit
 from executions.engine.routing import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
@@ -190,6 +190,7 @@ def node_run_execute(
         predecessors=predecessors,
         _load_fired=_fired_loader(str(execution.id), graph, node, predecessors),
         start_child=child_starter(node_run_id=run.id, depth=execution.depth),
+        cancel_children=children_canceller(node_run_id=run.id),
     )
     if spec.rate_limit:
         waiting = wait_for_rate_limit(execution, graph, run, attempt, ctx, fields)

@@ -19,7 +19,7 @@ from executions.engine.snapshots import graph_for
 from executions.errors import Conflict
 from executions.graph import Graph, Outcome, find_cycle, initial_plan
 from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
-from executions.states import EXECUTION_ACTIVE, ExecutionStatus, Trigger
+from executions.states import EXECUTION_ACTIVE, EXECUTION_UNFINISHED, ExecutionStatus, Trigger
 from weconnect import tracing
 
 log = logging.getLogger("weconnect.engine")
@@ -35,6 +35,7 @@ def execution_create(
     retry_of: Execution | None = None,
     reuse: list[NodeRun] | None = None,
     parent_node_run_id: int | None = None,
+    item_index: int | None = None,
     depth: int = 0,
     scheduled_for=None,
     deferred: bool = False,
@@ -78,6 +79,8 @@ def execution_create(
         deadline = now + timedelta(seconds=timeout)
     try:
         with transaction.atomic():
+            if parent_node_run_id is not None:
+                _lock_active_parent(parent_node_run_id)
             execution = Execution.objects.create(
                 workflow=workflow,
                 workflow_name=workflow.name,
@@ -90,6 +93,7 @@ def execution_create(
                 idempotency_key=idempotency_key,
                 retry_of=retry_of,
                 parent_node_run_id=parent_node_run_id,
+                item_index=item_index,
                 depth=depth,
                 deadline_at=deadline,
                 scheduled_for=scheduled_for,
@@ -249,21 +253,43 @@ def _default_priority(workflow: Workflow, parent_node_run_id: int | None) -> str
 
 
 def child_starter(*, node_run_id: int, depth: int):
-    """The capability a node run is given to start one child execution (a sub-workflow): the
-    child points back at the run, one level deeper, and is created at most once per run."""
+    """The capability a node run is given to start child executions: a sub-workflow (one
+    per run) or the item ``item_index`` of a for_each (one per run and index). The child
+    points back at the run, one level deeper, and is created at most once: its idempotency
+    key is derived from the run (and the index), so a run that died after starting it finds
+    the same child again."""
 
-    def start_child(*, workflow: Workflow, input: Any) -> Execution:
+    def start_child(*, workflow: Workflow, input: Any, item_index: int | None = None) -> Execution:
+        if item_index is None:
+            trigger, key = Trigger.SUB_WORKFLOW, f"sub_workflow:{node_run_id}"
+        else:
+            trigger, key = Trigger.FOR_EACH, f"for_each:{node_run_id}:{item_index}"
         child, _ = execution_create(
             workflow=workflow,
             input=input,
-            trigger=Trigger.SUB_WORKFLOW,
-            idempotency_key=f"sub_workflow:{node_run_id}",
+            trigger=trigger,
+            idempotency_key=key,
             parent_node_run_id=node_run_id,
+            item_index=item_index,
             depth=depth + 1,
         )
         return child
 
     return start_child
+
+
+def _lock_active_parent(parent_node_run_id: int) -> None:
+    """Hold the parent execution's row while its child is created, and refuse when the parent
+    has ended: a cancel or time-out of the parent either commits first (and no child starts)
+    or waits for this child, which its sweep of the children then stops."""
+    status = (
+        Execution.objects.select_for_update(no_key=True)
+        .filter(id__in=NodeRun.objects.filter(id=parent_node_run_id).values("execution_id"))
+        .values_list("status", flat=True)
+        .first()
+    )
+    if status is not None and status not in EXECUTION_UNFINISHED:
+        raise Conflict(f"the parent execution has ended ({status}): no child is started")
 
 
 def _schedule_deadline_check(execution: Execution) -> None:

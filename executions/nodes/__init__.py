@@ -3,6 +3,7 @@
 from executions.nodes import (  # noqa: F401
     condition,
     delay,
+    for_each,
     http_request,
     merge,
     noop,

@@ -58,6 +58,8 @@ class Context:
     # Starts a child execution of ``workflow`` with ``input``, pointing back at this node run
     # (idempotent per node run); given by the engine, so node types import no service.
     start_child: Callable[..., Any] | None = field(repr=False, default=None)
+    # Cancels the unfinished children this node run started, with a reason; returns how many.
+    cancel_children: Callable[[str], int] | None = field(repr=False, default=None)
 
     @cached_property
     def nodes(self) -> dict[str, Any]:
