@@ -12,7 +12,16 @@ from pathlib import Path
 
 from benchmarks import environment
 
-SCENARIOS = ("chain", "fanin", "throughput", "trigger", "memory", "scaleout")
+SCENARIOS = (
+    "chain",
+    "fanin",
+    "throughput",
+    "foreach",
+    "tracing",
+    "trigger",
+    "memory",
+    "scaleout",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

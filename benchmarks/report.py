@@ -94,6 +94,24 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{_f(r['engine']['median'], 0)} runs/s (min {_f(r['engine']['min'], 0)}) | "
             f"{_f(r['raw']['median'], 0)} tasks/s | {_f(r['ratio'], 2)} | {r['target']} | {_mark(r['holds'])} |"
         )
+    if "foreach" in s:
+        r = s["foreach"]
+        lines.append(
+            f"| for_each, {r['items']} items, {r['concurrency']} at a time, {r['rounds']} rounds | "
+            f"{_f(r['engine']['median'], 2)} s ({_f(r['engine']['p95'], 2)}) | group of "
+            f"{r['items']}: {_f(r['raw']['median'], 2)} s ({_f(r['raw']['p95'], 2)}) | "
+            f"{_f(r['ratio'], 2)} | {r['target']} | {_mark(r['holds'])} |"
+        )
+    if "tracing" in s:
+        r = s["tracing"]
+        if "skipped" in r:
+            lines.append(f"| Tracing off | skipped: {r['skipped']} | | | | - |")
+        else:
+            lines.append(
+                f"| Tracing off: hooks per hop vs one chain hop | {_f(r['hook_cost_per_hop_us'], 2)} us "
+                f"| hop {_f(r['hop_us'], 0)} us | {_f(r['ratio'], 4)} | {r['target']} | "
+                f"{_mark(r['holds'])} |"
+            )
     if "trigger" in s:
         r = s["trigger"]
         lat = r["latency"]

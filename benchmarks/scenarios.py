@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 import redis
-from celery import chain, chord
+from celery import chain, chord, group
 
 from benchmarks import raw
 from benchmarks.environment import BenchEnvironment
@@ -269,6 +269,124 @@ def scenario_fanin(ctx: Context) -> dict:
     )
     result["holds"] = result["ratio"] <= 1.5 and join_once
     return result
+
+
+def scenario_foreach(ctx: Context) -> dict:
+    """A for_each node over 1,000 items of a one-node child workflow, 50 at a time, against a
+    Celery group of 1,000 tasks: durable children (an execution each, started, woken and
+    collected in item order) against fire-and-forget tasks."""
+    from executions.api.serializers import WorkflowInputSerializer
+    from executions.services.workflows import workflow_create
+
+    items = 200 if ctx.quick else 1000
+    concurrency = 50
+    rounds = 2 if ctx.quick else 3
+    if "foreach" not in ctx.workflows:
+        child = make_workflow(ctx.owner, "bench item", ["item"], [])
+        doc = {
+            "name": "bench for_each",
+            "nodes": [
+                {
+                    "key": "loop",
+                    "type": "for_each",
+                    "config": {
+                        "items": "{{ input.items }}",
+                        "workflow": str(child.id),
+                        "concurrency": concurrency,
+                    },
+                }
+            ],
+            "connections": [],
+        }
+        serializer = WorkflowInputSerializer(data=doc)
+        serializer.is_valid(raise_exception=True)
+        ctx.workflows["foreach"] = workflow_create(owner=ctx.owner, data=serializer.validated_data)
+    wf = ctx.workflows["foreach"]
+    payload = {"items": list(range(items))}
+
+    def engine_round() -> float:
+        from executions.models import NodeRun
+
+        t0 = time.perf_counter()
+        execution_id = trigger(wf, payload)
+        statuses = ctx.completions.wait([execution_id], timeout=900)
+        elapsed = time.perf_counter() - t0
+        if statuses[execution_id] != "succeeded":
+            raise RuntimeError(f"for_each execution ended {statuses[execution_id]}")
+        output = NodeRun.objects.values_list("output", flat=True).get(
+            execution_id=execution_id, node="loop"
+        )
+        if len(output["results"]) != items or output["failures"]:
+            raise RuntimeError("for_each output is not one result per item")
+        return elapsed
+
+    def raw_round() -> float:
+        token = secrets.token_hex(8)
+        t0 = time.perf_counter()
+        group(raw.done.s(i, token=token) for i in range(items)).apply_async()
+        wait_raw(ctx, token, items, timeout=900)
+        return time.perf_counter() - t0
+
+    small = {"items": list(range(concurrency))}
+    trigger(wf, small)  # warm up: snapshots and connections in every pool process
+    time.sleep(1)
+    raw_round()
+    engine, baseline = alternate(rounds, engine_round, raw_round)
+    result = compare(engine, baseline)
+    result.update(
+        unit="s", items=items, concurrency=concurrency, rounds=rounds, target="ratio <= 2.5"
+    )
+    result["holds"] = result["ratio"] <= 2.5
+    return result
+
+
+def scenario_tracing(ctx: Context) -> dict:
+    """What tracing costs a node run when it is off (no OTel setting, as shipped): every hook
+    the node path and the trigger path call, timed against an empty loop of the same length,
+    and set against the time of one hop of the chain (measured here)."""
+    import contextlib
+
+    from weconnect import tracing
+
+    if tracing.wanted() or tracing.enabled():
+        return {"skipped": "an OTel setting is present in this environment", "holds": None}
+    calls = 200_000
+
+    def hooks() -> None:
+        for _ in range(calls):
+            with tracing.node_run_span(execution_id="e", node="n", parent=None) as span:
+                tracing.annotate_node_run(workflow_id="w", node_type="noop", attempt=1)
+                tracing.node_run_outcome(span, "succeeded")
+            tracing.execution_trace(workflow_id="w", trigger="api")
+
+    def empty() -> None:
+        off = contextlib.nullcontext()
+        for _ in range(calls):
+            with off:
+                pass
+
+    timings = {"hooks": [], "empty": []}
+    for _ in range(5):
+        for name, fn in (("hooks", hooks), ("empty", empty)):
+            t0 = time.perf_counter()
+            fn()
+            timings[name].append(time.perf_counter() - t0)
+    per_hop_us = max(0.0, (min(timings["hooks"]) - min(timings["empty"])) / calls * 1e6)
+    length = 40
+    wf = ctx.workflows.setdefault("chain", linear(ctx.owner, "bench chain", length))
+    run_engine(ctx, wf, 1)
+    hops = [run_engine(ctx, wf, 1)[0] * 1e6 / length for _ in range(5)]
+    hop_us = summary(hops)["median"]
+    ratio = (hop_us + per_hop_us) / hop_us
+    return {
+        "unit": "us",
+        "hook_cost_per_hop_us": per_hop_us,
+        "hop_us": hop_us,
+        "ratio": ratio,
+        "opentelemetry_sdk_loaded": tracing.enabled(),
+        "target": "ratio <= 1.01 with tracing off",
+        "holds": ratio <= 1.01 and not tracing.enabled(),
+    }
 
 
 def scenario_throughput(ctx: Context) -> dict:
