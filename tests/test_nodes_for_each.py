@@ -323,3 +323,10 @@ def test_the_admin_links_a_loop_to_its_children_and_back(worker, user, admin_cli
     kid_page = admin_client.get(f"/admin/executions/execution/{kids[1].id}/change/").content
     assert f"/admin/executions/execution/{ex.id}/change/" in kid_page.decode()
     assert "node each, item 1" in kid_page.decode()
+
+
+def test_parent_filters_refuse_out_of_range_ids(api):
+    for value in ("0", "-3", str(2**63), "1.5"):
+        res = api.get(f"/api/executions/?parent_node_run={value}")
+        assert res.status_code == 400 and "parent_node_run" in res.json(), (value, res.content)
+    assert api.get(f"/api/executions/?parent_node_run={2**63 - 1}").json()["results"] == []

@@ -181,7 +181,7 @@ class ExecutionFilterSerializer(serializers.Serializer):
     workflow = serializers.UUIDField(required=False)
     status = serializers.ChoiceField(choices=ExecutionStatus.choices, required=False)
     parent_execution = serializers.UUIDField(required=False)
-    parent_node_run = serializers.IntegerField(required=False, min_value=1)
+    parent_node_run = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
 
 
 class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
