@@ -41,6 +41,9 @@ class Workflow(models.Model):
     webhook_respond_node = models.CharField(max_length=64, null=True, blank=True)
     # {"key": "<template over the input>", "seconds": N, "mode": "trailing" | "leading"} or null.
     debounce = models.JSONField(null=True, blank=True)
+    # {"limit": N, "key": "<template>", "strategy": "queue" | "cancel_in_progress" |
+    # "cancel_newest"}: how many executions (per key) may run at once.
+    concurrency = models.JSONField(null=True, blank=True)
     # Event triggers: names (or {"name", "filter"} objects) of events that start this workflow;
     # EventTrigger rows index them for POST /api/events/.
     events = models.JSONField(default=list, blank=True)
@@ -166,6 +169,8 @@ class Execution(models.Model):
     # A for_each child: the index of its item in the parent node's list (the child's start is
     # keyed by the parent run and this index, so an item is never started twice).
     item_index = models.PositiveIntegerField(null=True, blank=True)
+    # Under a workflow concurrency limit: the rendered key ("" when the limit is per workflow).
+    concurrency_key = models.CharField(max_length=255, null=True, blank=True)
     # The cron slot a scheduled or backfilled run stands for (also in its input).
     scheduled_for = models.DateTimeField(null=True, blank=True)
     # Created but not started yet (no node runs): a trailing debounce collecting triggers
@@ -212,6 +217,12 @@ class Execution(models.Model):
         ]
         indexes = [
             models.Index(fields=["workflow", "-created_at"], name="execution_workflow_created"),
+            # Admission to a concurrency limit: who holds a slot, who waits in line.
+            models.Index(
+                fields=["workflow", "concurrency_key", "status", "created_at"],
+                condition=Q(concurrency_key__isnull=False),
+                name="execution_concurrency",
+            ),
             # The API's list of a user's executions (selectors.execution_summary_list).
             models.Index(fields=["owner", "-created_at"], name="execution_owner_created"),
             models.Index(fields=["status", "-created_at"], name="execution_status_created"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Substr
 
 from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
+from executions.states import ExecutionStatus
 
 
 def workflow_list(*, user) -> QuerySet[Workflow]:
@@ -46,3 +47,19 @@ def execution_summary_list(*, user) -> QuerySet[Execution]:
 def execution_trace_context(execution_id) -> dict[str, str] | None:
     """The trace context stored on an execution (read only when tracing is on)."""
     return Execution.objects.filter(id=execution_id).values_list("trace_context", flat=True).first()
+
+
+def queue_position(execution) -> int | None:
+    """A queued execution's place in its line: 1 + how many of the same workflow and key
+    arrived before it and still wait."""
+    if execution.status != ExecutionStatus.QUEUED:
+        return None
+    ahead = Execution.objects.filter(
+        workflow_id=execution.workflow_id,
+        concurrency_key=execution.concurrency_key,
+        status=ExecutionStatus.QUEUED,
+    ).filter(
+        Q(created_at__lt=execution.created_at)
+        | Q(created_at=execution.created_at, id__lt=execution.id)
+    )
+    return ahead.count() + 1

@@ -23,6 +23,9 @@ class ExecutionStatus(models.TextChoices):
     # Paused: no node run starts (claims refuse, queued runs stay queued), running ones finish
     # and record their result but schedule nothing; the deadline still applies.
     PAUSED = "paused"
+    # Queued: over its workflow's concurrency limit, waiting in line (in arrival order) for a
+    # slot; no node run exists yet. Admitted, it becomes pending.
+    QUEUED = "queued"
 
 
 class NodeRunStatus(models.TextChoices):
@@ -81,20 +84,25 @@ E, N = ExecutionStatus, NodeRunStatus
 # Active: node runs may start and the engine schedules successors. A paused execution is not
 # active but not finished either: it can still be cancelled, time out, or be unpaused.
 EXECUTION_ACTIVE = frozenset({E.PENDING, E.RUNNING})
-EXECUTION_UNFINISHED = EXECUTION_ACTIVE | {E.PAUSED}
+EXECUTION_UNFINISHED = EXECUTION_ACTIVE | {E.PAUSED, E.QUEUED}
+# What holds one of a concurrency limit's slots: started and not finished (paused keeps its slot).
+EXECUTION_HOLDING_SLOT = EXECUTION_ACTIVE | {E.PAUSED}
 EXECUTION_TERMINAL = frozenset({E.SUCCEEDED, E.FAILED, E.CANCELLED, E.TIMED_OUT})
 NODE_ACTIVE = frozenset({N.PENDING, N.QUEUED, N.RUNNING, N.RETRYING})
 NODE_TERMINAL = frozenset({N.SUCCEEDED, N.FAILED, N.SKIPPED, N.CANCELLED})
 
 # target status -> the statuses it may be reached from.
 EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
+    # queued when created over a concurrency limit; pending again when admitted to a slot.
+    E.QUEUED: frozenset({E.PENDING}),
+    E.PENDING: frozenset({E.QUEUED}),
     # running from paused: unpause.
     E.RUNNING: frozenset({E.PENDING, E.PAUSED}),
     E.PAUSED: frozenset({E.PENDING, E.RUNNING}),
     E.SUCCEEDED: frozenset({E.PENDING, E.RUNNING}),
     E.FAILED: frozenset({E.PENDING, E.RUNNING}),
-    E.CANCELLED: frozenset({E.PENDING, E.RUNNING, E.PAUSED}),
-    E.TIMED_OUT: frozenset({E.PENDING, E.RUNNING, E.PAUSED}),
+    E.CANCELLED: frozenset({E.PENDING, E.RUNNING, E.PAUSED, E.QUEUED}),
+    E.TIMED_OUT: frozenset({E.PENDING, E.RUNNING, E.PAUSED, E.QUEUED}),
 }
 
 NODE_RUN_TRANSITIONS: dict[str, frozenset[str]] = {

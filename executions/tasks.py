@@ -8,6 +8,7 @@ from executions import counters
 from executions.engine.completion import execution_time_out_if_due
 from executions.engine.execute import node_run_execute
 from executions.engine.recovery import recovery_run
+from executions.engine.start import concurrency_release as concurrency_release_after
 from executions.events.services import event_retention_sweep
 from executions.selectors import execution_trace_context
 from executions.services.bulk import TASK_NAME as BULK_TASK_NAME
@@ -41,6 +42,11 @@ def recovery() -> dict:
     report = recovery_run().as_dict()
     counters.record_recovery_ran()
     return report
+
+
+@shared_task(name="weconnect.concurrency_release", ignore_result=True, acks_late=True)
+def concurrency_release(execution_id: str) -> int:
+    return concurrency_release_after(execution_id=execution_id)
 
 
 @shared_task(name="weconnect.check_deadline", ignore_result=True, acks_late=True)

@@ -8,22 +8,17 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import statistics
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from rest_framework.test import APIClient
 
 from executions.models import Execution
-from tests.environment import RUN_ID, free_port
 from tests.helpers import edge, node, wait_all, wait_for, workflow_doc
-from tests.support.processes import ROOT
-from tests.support.worker import database_url_for_workers
+from tests.support.gunicorn import WebProcess, procfile_command
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -173,60 +168,6 @@ def test_bad_settings_are_400_naming_the_field(api, extra, field, reason):
 
 
 # --- 50 concurrent callers through gunicorn -------------------------------------------------
-
-
-def procfile_command(name: str) -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"no {name} process in the Procfile")
-
-
-class WebProcess:
-    """The Procfile's `web` process (gunicorn) on a free port, against the test database."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.log = Path(ROOT / "var" / f"test-web-{RUN_ID}.log")
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url_for_workers(),
-            "WEB_BIND": f"127.0.0.1:{self.port}",
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "PATH": f"{Path(os.sys.executable).parent}:{os.environ.get('PATH', '')}",
-        }
-        self.log.parent.mkdir(exist_ok=True)
-        self.proc = subprocess.Popen(
-            ["sh", "-c", "exec " + procfile_command("web")],
-            cwd=ROOT,
-            env=env,
-            stdout=open(self.log, "ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"gunicorn exited; see {self.log}"
-            try:
-                httpx.get(self.url("/monitoring/live"), timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError(f"gunicorn not ready after {timeout}s; see {self.log}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from executions.admin.inspect import (
 )
 from executions.history import node_run_history
 from executions.models import Execution, NodeRun
+from executions.selectors import queue_position
 from executions.services.executions import Conflict, execution_cancel, execution_retry
 from executions.services.pause import execution_pause, execution_unpause
 from executions.states import EXECUTION_ACTIVE, EXECUTION_UNFINISHED, ExecutionStatus
@@ -234,6 +235,8 @@ class ExecutionAdmin(admin.ModelAdmin):
         "parent_link",
         "item_index",
         "children_link",
+        "concurrency_key",
+        "place_in_line",
         "depth",
         "deadline_at",
     ]
@@ -263,6 +266,12 @@ class ExecutionAdmin(admin.ModelAdmin):
             label += f", item {obj.item_index}"
         url = reverse("admin:executions_execution_change", args=[parent[0]])
         return format_html('<a href="{}">{}</a>', url, label)
+
+    @admin.display(description="place in line")
+    def place_in_line(self, obj: Execution):
+        """For an execution queued behind its workflow's concurrency limit: 1 = next."""
+        position = queue_position(obj)
+        return "-" if position is None else position
 
     @admin.display(description="children")
     def children_link(self, obj: Execution):

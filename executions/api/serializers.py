@@ -12,6 +12,7 @@ from executions.events.triggers import events_setting_errors
 from executions.graph import CONNECTION_TYPES
 from executions.models import Execution, NodeRun
 from executions.nodes.templating import TemplateProblem, compile_template, is_template
+from executions.selectors import queue_position
 from executions.services.rate_limits import NAME_RE, NAME_RULE, rate_limit_reference_errors
 from executions.states import NodeRunStatus, Priority, WebhookRespond
 from executions.triggers.schedules import (
@@ -148,6 +149,21 @@ class DebounceInputSerializer(serializers.Serializer):
         return value
 
 
+class ConcurrencyInputSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=10000)
+    key = serializers.CharField(max_length=1000, allow_blank=True, required=False, default="")
+    strategy = serializers.ChoiceField(
+        choices=["queue", "cancel_in_progress", "cancel_newest"], default="queue"
+    )
+
+    def validate_key(self, value: str) -> str:
+        try:
+            compile_template(value)
+        except TemplateProblem as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+
 class WorkflowInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(allow_blank=True, default="", max_length=10000)
@@ -164,6 +180,13 @@ class WorkflowInputSerializer(serializers.Serializer):
         max_length=64, required=False, allow_null=True, default=None
     )
     debounce = DebounceInputSerializer(required=False, allow_null=True, default=None)
+    concurrency = ConcurrencyInputSerializer(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="At most `limit` executions (per rendered `key`) at once; over it: wait in "
+        "line as `queued`, cancel the running one, or refuse the new one.",
+    )
     schedule = ScheduleInputSerializer(required=False, allow_null=True, default=None)
     events = serializers.JSONField(
         required=False,
@@ -241,6 +264,7 @@ class WorkflowOutputSerializer(serializers.Serializer):
     webhook_respond_timeout_seconds = serializers.IntegerField()
     webhook_respond_node = serializers.CharField(allow_null=True)
     debounce = serializers.JSONField(allow_null=True)
+    concurrency = serializers.JSONField(allow_null=True)
     schedule = serializers.JSONField(allow_null=True)
     events = serializers.JSONField()
     retry = serializers.SerializerMethodField()
@@ -342,6 +366,13 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
         help_text="The execution whose node started this one (sub_workflow, for_each)."
     )
 
+    queue_position = serializers.SerializerMethodField(
+        help_text="For a queued execution, its place in line (1 = next to start); else null."
+    )
+
+    def get_queue_position(self, obj) -> int | None:
+        return queue_position(obj)
+
     def get_parent_execution(self, obj) -> str | None:
         if obj.parent_node_run_id is None:
             return None
@@ -369,6 +400,8 @@ class ExecutionOutputSerializer(serializers.ModelSerializer):
             "parent_execution",
             "parent_node_run",
             "item_index",
+            "concurrency_key",
+            "queue_position",
             "scheduled_for",
             "not_before",
             "debounce_key",
@@ -399,6 +432,13 @@ class ExecutionSummaryOutputSerializer(serializers.ModelSerializer):
     """An execution in a list: its state without the input, output, error and node run
     documents (GET /api/executions/{id}/ has them)."""
 
+    queue_position = serializers.SerializerMethodField(
+        help_text="For a queued execution, its place in line (1 = next to start); else null."
+    )
+
+    def get_queue_position(self, obj) -> int | None:
+        return queue_position(obj)
+
     error_message = serializers.CharField(
         allow_null=True,
         read_only=True,
@@ -420,6 +460,7 @@ class ExecutionSummaryOutputSerializer(serializers.ModelSerializer):
             "depth",
             "parent_node_run",
             "item_index",
+            "queue_position",
             "created_at",
             "started_at",
             "finished_at",

@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from executions import jsonsafe
 from executions.api.headers import idempotency_key
 from executions.api.parsers import body_problem
+from executions.engine.start import ConcurrencyKeyError
 from executions.states import WebhookRespond
 from executions.triggers.debounce import DebounceKeyError
 from executions.triggers.webhooks import (
@@ -140,6 +141,8 @@ class WebhookView(APIView):
             raise NotFound() from None
         except DebounceKeyError as exc:
             raise ValidationError({"body": [f"debounce key: {exc}"]}) from None
+        except ConcurrencyKeyError as exc:
+            raise ValidationError({"body": [f"concurrency key: {exc}"]}) from None
         execution = triggered.execution
         workflow = execution.workflow
         if workflow.webhook_respond == WebhookRespond.ON_COMPLETION:

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from executions import selectors
 from executions.api import serializers as s
 from executions.api.headers import idempotency_key
+from executions.engine.start import ConcurrencyKeyError
 from executions.events.models import EventWait
 from executions.events.resume import execution_resume
 from executions.events.waits import PayloadInvalid
@@ -139,6 +140,8 @@ class WorkflowViewSet(
             )
         except DebounceKeyError as exc:
             raise ValidationError({"input": [f"debounce key: {exc}"]}) from None
+        except ConcurrencyKeyError as exc:
+            raise ValidationError({"input": [f"concurrency key: {exc}"]}) from None
         return Response(
             execution_document(triggered.execution),
             status=status.HTTP_202_ACCEPTED if triggered.accepted else status.HTTP_200_OK,

@@ -56,7 +56,7 @@ def execution_complete_if_done(execution: Execution, graph: Graph, now) -> bool:
     )
     if done:
         log.info("execution succeeded", extra={"execution_id": str(execution.id)})
-        on_execution_finished(execution.id, execution.parent_node_run_id)
+        on_execution_finished(execution.id, execution.parent_node_run_id, execution.concurrency_key)
     return done
 
 
@@ -73,12 +73,12 @@ def execution_stop(
         execution_id=execution_id, include_running=include_running, now=now
     )
     transaction.on_commit(lambda: dispatch.revoke(task_ids))
-    parent = (
+    parent, key = (
         Execution.objects.filter(id=execution_id)
-        .values_list("parent_node_run_id", flat=True)
+        .values_list("parent_node_run_id", "concurrency_key")
         .first()
-    )
-    on_execution_finished(execution_id, parent)
+    ) or (None, None)
+    on_execution_finished(execution_id, parent, key)
     log.info("execution %s", status, extra={"execution_id": str(execution_id)})
     return True
 
@@ -218,9 +218,12 @@ def node_run_wake(*, node_run_id: int) -> bool:
     return True
 
 
-def on_execution_finished(execution_id, parent_node_run_id) -> None:
+def on_execution_finished(execution_id, parent_node_run_id, concurrency_key=None) -> None:
     """A finished sub-workflow wakes the node run that waits for it, after commit; synchronous
-    webhooks waiting for any execution are told (every terminal transition passes here)."""
+    webhooks waiting for any execution are told; an execution under a concurrency limit
+    releases its slot to the next in line (every terminal transition passes here)."""
     transaction.on_commit(lambda: notify.publish_finished(execution_id))
+    if concurrency_key is not None:
+        transaction.on_commit(lambda: dispatch.send_concurrency_release(execution_id))
     if parent_node_run_id:
         transaction.on_commit(lambda: node_run_wake(node_run_id=parent_node_run_id))

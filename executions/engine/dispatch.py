@@ -28,6 +28,7 @@ PRIORITY_VALUES = {"high": 0, "normal": 3, "low": 6}
 
 RUN_NODE = "weconnect.run_node"
 CHECK_DEADLINE = "weconnect.check_deadline"
+CONCURRENCY_RELEASE = "weconnect.concurrency_release"
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,12 @@ def send_deadline_check(execution_id, countdown: float) -> None:
         )
     except Exception as exc:
         log.warning("deadline check not sent", extra={"error": repr(exc)})
+
+
+def send_concurrency_release(execution_id) -> None:
+    """Ask a worker to admit who is next in line behind a finished execution (best effort:
+    the recovery pass admits what a lost message missed)."""
+    try:
+        app.send_task(CONCURRENCY_RELEASE, args=[str(execution_id)], ignore_result=True)
+    except Exception as exc:
+        log.warning("concurrency release not sent", extra={"error": repr(exc)})

@@ -11,7 +11,9 @@ lost:
    WECONNECT_MAX_REASSIGNMENTS is reached;
 3. executions past their deadline: timed out;
 4. deferred executions that are due (a debounce window whose countdown was lost, a scheduled
-   run buffered behind one that has finished): started.
+   run buffered behind one that has finished): started;
+5. executions queued behind a concurrency limit whose line has a free slot (a release lost to a
+   crash): admitted.
 
 Each repair is a compare-and-set, so two passes running at once, or a pass racing a late
 message, do no harm: a message sent twice is claimed once.
@@ -33,9 +35,14 @@ from executions.engine import dispatch
 from executions.engine.completion import execution_time_out_if_due
 from executions.engine.routing import Finish, node_run_finish
 from executions.engine.snapshots import graph_for
-from executions.engine.start import deferred_start_due
+from executions.engine.start import concurrency_admit, concurrency_lines, deferred_start_due
 from executions.models import Execution, NodeRun
-from executions.states import EXECUTION_ACTIVE, ExecutionStatus, NodeRunStatus
+from executions.states import (
+    EXECUTION_ACTIVE,
+    EXECUTION_UNFINISHED,
+    ExecutionStatus,
+    NodeRunStatus,
+)
 
 log = logging.getLogger("weconnect.engine")
 N = NodeRunStatus
@@ -48,6 +55,7 @@ class RecoveryReport:
     lost: int = 0
     timed_out: int = 0
     deferred_started: int = 0
+    admitted: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -62,6 +70,11 @@ def recovery_run(*, now=None, batch: int | None = None) -> RecoveryReport:
     reclaimed, lost = _reclaim_expired(now, batch)
     report.reclaimed, report.lost = reclaimed, lost
     report.deferred_started = deferred_start_due(now=now, batch=batch)
+    # A release lost to a crash (its message, or the process before sending it): admit who
+    # may start in every line that has room.
+    report.admitted = sum(
+        concurrency_admit(workflow_id=w, key=k, now=now) for w, k in concurrency_lines()
+    )
     counters.record_recovery(report.as_dict())
     if any(report.as_dict().values()):
         log.info("recovery pass", extra=report.as_dict())
@@ -70,7 +83,7 @@ def recovery_run(*, now=None, batch: int | None = None) -> RecoveryReport:
 
 def _time_out_due(now, batch: int) -> int:
     ids = list(
-        Execution.objects.filter(status__in=EXECUTION_ACTIVE, deadline_at__lte=now).values_list(
+        Execution.objects.filter(status__in=EXECUTION_UNFINISHED, deadline_at__lte=now).values_list(
             "id", flat=True
         )[:batch]
     )

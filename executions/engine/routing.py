@@ -129,7 +129,7 @@ def _finish_sink(execution: Execution, node: str, attempt: int, result: Finish) 
     )
     if finished:
         log.info("execution succeeded", extra={"execution_id": str(execution.id)})
-        on_execution_finished(execution.id, parent)
+        on_execution_finished(execution.id, parent, execution.concurrency_key)
     return done
 
 

@@ -3,26 +3,41 @@ dispatched after commit, and the rules an execution is started under."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from executions import store
 from executions.engine import dispatch
-from executions.engine.completion import execution_complete_if_done
+from executions.engine.completion import execution_complete_if_done, execution_terminate
 from executions.engine.snapshots import graph_for
 from executions.errors import Conflict
 from executions.graph import Graph, Outcome, find_cycle, initial_plan
 from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
-from executions.states import EXECUTION_ACTIVE, EXECUTION_UNFINISHED, ExecutionStatus, Trigger
+from executions.nodes.base import NonRetryableError
+from executions.nodes.templating import TemplateProblem, compile_template, is_template, to_json
+from executions.states import (
+    EXECUTION_ACTIVE,
+    EXECUTION_HOLDING_SLOT,
+    EXECUTION_UNFINISHED,
+    ExecutionStatus,
+    Trigger,
+)
 from weconnect import tracing
 
 log = logging.getLogger("weconnect.engine")
+MAX_KEY_LENGTH = 255
+
+
+class ConcurrencyKeyError(ValueError):
+    """The workflow's concurrency key cannot be rendered over this input (answered as 400)."""
 
 
 def execution_create(
@@ -69,6 +84,9 @@ def execution_create(
         raise Conflict("cycle: " + " -> ".join(cycle))
     if priority is None:
         priority = _default_priority(workflow, parent_node_run_id)
+    limit = snapshot.graph.get("concurrency") if not deferred else None
+    key = concurrency_key(limit, input) if limit else None
+    victims: list = []
     now = timezone.now()
     timeout = int(snapshot.graph.get("timeout_seconds", workflow.timeout_seconds))
     if deferred:
@@ -81,6 +99,12 @@ def execution_create(
         with transaction.atomic():
             if parent_node_run_id is not None:
                 _lock_active_parent(parent_node_run_id)
+            if limit:
+                # Before the row is written: its created_at then gives its place in line, and
+                # its clock starts when it holds the lock.
+                _lock_slots(workflow.pk, key)
+                now = timezone.now()
+                deadline = now + timedelta(seconds=timeout)
             execution = Execution.objects.create(
                 workflow=workflow,
                 workflow_name=workflow.name,
@@ -100,9 +124,13 @@ def execution_create(
                 deferred=deferred,
                 not_before=not_before,
                 **(debounce or {}),
+                concurrency_key=key,
                 trace_context=tracing.execution_trace(workflow_id=workflow.pk, trigger=trigger),
             )
-            if not deferred:
+            admitted = True
+            if limit:
+                admitted, victims = _admission(execution, limit, key, now)
+            if not deferred and admitted:
                 _execution_begin(execution, graph, reuse or [], input, now)
     except IntegrityError:
         existing = _existing_execution(workflow, idempotency_key, scheduled_for)
@@ -111,6 +139,16 @@ def execution_create(
         # A concurrent request with the same key (or slot) committed first: answer with its
         # execution.
         return existing, False
+    for victim in victims:  # cancel_in_progress: the newer execution takes the slot
+        execution_terminate(
+            execution_id=victim,
+            status=ExecutionStatus.CANCELLED,
+            error={
+                "message": f"cancelled by the newer execution {execution.id} "
+                "(concurrency strategy cancel_in_progress)",
+                "type": "Cancelled",
+            },
+        )
     log.info(
         "execution created",
         extra={
@@ -250,6 +288,147 @@ def _default_priority(workflow: Workflow, parent_node_run_id: int | None) -> str
         if parent:
             return parent
     return workflow.priority
+
+
+# --- concurrency limits -------------------------------------------------------------------
+
+
+def concurrency_key(limit: dict[str, Any], input: Any) -> str:
+    """The key an execution counts against: the rendered ``key`` template ("" when the limit
+    is per workflow). Raises ConcurrencyKeyError when it cannot be rendered."""
+    source = limit.get("key") or ""
+    if is_template(source):
+        try:
+            value = to_json(
+                compile_template(source).evaluate({"input": input, "execution_input": input}),
+                "concurrency.key",
+            )
+        except (TemplateProblem, NonRetryableError) as exc:
+            raise ConcurrencyKeyError(str(exc)) from None
+        except Exception as exc:  # Jinja raises many kinds on a bad input
+            raise ConcurrencyKeyError(f"{type(exc).__name__}: {exc}") from None
+    else:
+        value = source
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    if len(text) > MAX_KEY_LENGTH:
+        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
+
+
+def _lock_slots(workflow_id, key: str) -> None:
+    """Serialize admission and release for one (workflow, key) across every process: a
+    transaction-level advisory lock (SQLite serializes its writers by itself)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                [f"weconnect.concurrency:{workflow_id}:{key}"],
+            )
+
+
+def _holding(workflow_id, key: str, exclude=None):
+    qs = Execution.objects.filter(
+        workflow_id=workflow_id, concurrency_key=key, status__in=EXECUTION_HOLDING_SLOT
+    )
+    return qs.exclude(id=exclude) if exclude is not None else qs
+
+
+def _admission(execution: Execution, limit: dict[str, Any], key: str, now) -> tuple[bool, list]:
+    """Decide, under the (workflow, key) lock, whether a new execution starts now: returns
+    (start now, executions to cancel after commit). Over the limit it waits in line as
+    ``queued`` (strategy queue), is refused at once (cancel_newest), or the oldest running
+    ones make room (cancel_in_progress). The caller holds the (workflow, key) lock."""
+    strategy = limit.get("strategy") or "queue"
+    size = int(limit["limit"])
+    holding = list(
+        _holding(execution.workflow_id, key, exclude=execution.id)
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)
+    )
+    if strategy == "cancel_in_progress":
+        return True, holding[: max(0, len(holding) - size + 1)]
+    if strategy == "cancel_newest":
+        if len(holding) < size:
+            return True, []
+        store.execution_end(
+            execution_id=execution.id,
+            status=ExecutionStatus.CANCELLED,
+            error={
+                "message": f"refused: {len(holding)} executions already hold the concurrency "
+                f"limit of {size} for key {key!r} (strategy cancel_newest)",
+                "type": "ConcurrencyLimitReached",
+                "key": key,
+                "limit": size,
+            },
+            now=now,
+        )
+        return False, []
+    in_line = Execution.objects.filter(
+        workflow_id=execution.workflow_id, concurrency_key=key, status=ExecutionStatus.QUEUED
+    ).exists()
+    if len(holding) < size and not in_line:
+        return True, []
+    # The workflow's timeout counts from admission; the wait in line is bounded by the stale
+    # limit (then the recovery pass times it out).
+    store.execution_queue(
+        execution_id=execution.id,
+        deadline_at=now + timedelta(seconds=settings.WECONNECT_STALE_AFTER),
+    )
+    return False, []
+
+
+def concurrency_admit(*, workflow_id, key: str, now=None) -> int:
+    """Admit the oldest queued executions of (workflow, key) into the free slots and start
+    them; returns how many. Called after every terminal transition of an execution under a
+    limit, and by the recovery pass (an admission lost to a crash)."""
+    now = now or timezone.now()
+    admitted = 0
+    with transaction.atomic():
+        _lock_slots(workflow_id, key)
+        line = list(
+            Execution.objects.select_related("snapshot", "workflow")
+            .filter(workflow_id=workflow_id, concurrency_key=key, status=ExecutionStatus.QUEUED)
+            .order_by("created_at", "id")[:1000]
+        )
+        if not line:
+            return 0
+        limit = line[-1].snapshot.graph.get("concurrency") or {"limit": len(line)}
+        free = int(limit["limit"]) - _holding(workflow_id, key).count()
+        for execution in line[: max(0, free)]:
+            timeout = int(execution.snapshot.graph.get("timeout_seconds", 3600))
+            deadline = now + timedelta(seconds=timeout)
+            if not store.execution_admit(execution_id=execution.id, deadline_at=deadline):
+                continue
+            execution.refresh_from_db(fields=["status", "deadline_at"])
+            _execution_begin(execution, graph_for(execution.snapshot_id), [], execution.input, now)
+            admitted += 1
+    if admitted:
+        log.info(
+            "queued executions admitted",
+            extra={"workflow_id": str(workflow_id), "key": key, "admitted": admitted},
+        )
+    return admitted
+
+
+def concurrency_release(*, execution_id) -> int:
+    """An execution under a limit has finished: admit who is next in its line."""
+    row = (
+        Execution.objects.filter(id=execution_id, concurrency_key__isnull=False)
+        .values_list("workflow_id", "concurrency_key")
+        .first()
+    )
+    if row is None or row[0] is None:
+        return 0
+    return concurrency_admit(workflow_id=row[0], key=row[1])
+
+
+def concurrency_lines(*, batch: int = 200) -> list[tuple[Any, str]]:
+    """The (workflow, key) pairs that have executions waiting in line."""
+    return list(
+        Execution.objects.filter(status=ExecutionStatus.QUEUED, workflow_id__isnull=False)
+        .values_list("workflow_id", "concurrency_key")
+        .distinct()[:batch]
+    )
 
 
 def child_starter(*, node_run_id: int, depth: int):

@@ -63,8 +63,15 @@ def workflow_document(data: dict[str, Any]) -> dict[str, Any]:
             for c in data.get("connections", [])
         ],
     }
-    # Only when set, so that the versions of workflows saved before event triggers existed
+    # Only when set, so that the versions of workflows saved before these settings existed
     # stay equal to their documents.
+    if data.get("concurrency"):
+        c = data["concurrency"]
+        doc["concurrency"] = {
+            "limit": int(c["limit"]),
+            "key": c.get("key") or "",
+            "strategy": c.get("strategy") or "queue",
+        }
     if data.get("events"):
         doc["events"] = list(data["events"])
     return doc
@@ -120,6 +127,7 @@ def _apply_settings(workflow: Workflow, doc: dict[str, Any]) -> None:
         setattr(workflow, field, doc[field])
     workflow.priority = doc.get("priority", Priority.NORMAL)
     workflow.events = doc.get("events", [])
+    workflow.concurrency = doc.get("concurrency")
     if not workflow.webhook_enabled:
         # Turning webhooks off forgets the token: enabling them again must take a new one
         # (POST .../webhook-token/), never bring back a token that was given out before.

@@ -9,8 +9,10 @@ tests/test_architecture.py fails when a status is written anywhere else.
 
 from executions.store.bulk import bulk_operation_claim, bulk_operation_finish  # noqa: F401
 from executions.store.executions import (  # noqa: F401
+    execution_admit,
     execution_end,
     execution_pause,
+    execution_queue,
     execution_start,
     execution_succeed,
     execution_unpause,

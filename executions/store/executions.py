@@ -72,3 +72,28 @@ def execution_unpause(*, execution_id, now) -> bool:
             started_at=Coalesce("started_at", Value(now), output_field=DateTimeField()),
         )
     )
+
+
+def execution_queue(*, execution_id, deadline_at) -> bool:
+    """pending -> queued: created over its workflow's concurrency limit, it waits in line
+    (at most until ``deadline_at``)."""
+    return bool(
+        transition(
+            Execution.objects.filter(id=execution_id),
+            E.QUEUED,
+            table=EXECUTION_TRANSITIONS,
+            deadline_at=deadline_at,
+        )
+    )
+
+
+def execution_admit(*, execution_id, deadline_at) -> bool:
+    """queued -> pending: a slot is free; its deadline counts from now."""
+    return bool(
+        transition(
+            Execution.objects.filter(id=execution_id),
+            E.PENDING,
+            table=EXECUTION_TRANSITIONS,
+            deadline_at=deadline_at,
+        )
+    )

@@ -45,6 +45,7 @@ _CLAIMED_FIELDS = (
     "execution__snapshot_id",
     "execution__depth",
     "execution__parent_node_run_id",
+    "execution__concurrency_key",
     "execution__workflow__owner_id",
     "execution__workflow__id",
     "queued_at",
@@ -112,6 +113,7 @@ def _claim_postgres(execution_id, node: str, task_id: str, now, lease, not_befor
         workflow_id,
         owner_id,
         attempt_log,
+        concurrency_key,
         started,
     ) = row
     if started:
@@ -124,6 +126,7 @@ def _claim_postgres(execution_id, node: str, task_id: str, now, lease, not_befor
         snapshot_id=snapshot_id,
         depth=depth,
         parent_node_run_id=parent_id,
+        concurrency_key=concurrency_key,
         workflow=workflow,
     )
     return NodeRun(

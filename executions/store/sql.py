@@ -55,7 +55,8 @@ WITH claimed AS (
        AND (nr.next_attempt_at IS NULL OR nr.next_attempt_at <= %(not_before)s)
     RETURNING nr.id, nr.attempts, nr.input, nr.state, nr.retry_delays, nr.reassignments,
               nr.queued_at, nr.started_at, e.status, e.input, e.snapshot_id, e.depth,
-              e.parent_node_run_id, w.id AS workflow_id, w.owner_id, nr.attempt_log
+              e.parent_node_run_id, w.id AS workflow_id, w.owner_id, nr.attempt_log,
+              e.concurrency_key
 ), started AS (
     UPDATE executions_execution SET status = {_word(E.RUNNING)}, started_at = %(now)s
      WHERE id = %(execution_id)s
