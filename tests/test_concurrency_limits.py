@@ -4,6 +4,7 @@ way an execution ends releases its slot, and recovery admits what a lost release
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import timedelta
@@ -249,3 +250,16 @@ def test_a_key_the_input_cannot_render_is_400(api, user):
     res = api.post(f"/api/workflows/{wf.id}/execute/", {"input": {}}, format="json")
     assert res.status_code == 400 and "concurrency key" in str(res.json()["input"])
     assert not Execution.objects.filter(workflow=wf).exists()
+
+
+def test_the_admin_shows_queued_executions_and_their_place_in_line(worker, user, admin_client):
+    wf = limited(user, limit=1, sleep=2.0)
+    ids = [execution_create(workflow=wf, input={"i": i})[0].id for i in range(3)]
+    listing = admin_client.get("/admin/executions/execution/?status__exact=queued")
+    assert listing.status_code == 200
+    html = listing.content.decode()
+    assert f'title="{ids[1]}"' in html and f'title="{ids[2]}"' in html
+    assert f'title="{ids[0]}"' not in html
+    page = admin_client.get(f"/admin/executions/execution/{ids[2]}/change/").content.decode()
+    assert re.search(r"place in line.*?<div class=\"readonly\">2</div>", page, re.S | re.I)
+    assert {e.status for e in wait_all(ids, timeout=60)} == {"succeeded"}
