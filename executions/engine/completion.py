@@ -13,7 +13,7 @@ from django.utils import timezone
 from executions import store
 from executions.engine import dispatch, notify
 from executions.engine.deadlocks import retry_on_deadlock
-from executions.engine.snapshots import graph_for
+from executions.engine.wake import node_run_wake_locked
 from executions.graph import Graph
 from executions.models import Execution, NodeRun
 from executions.redis_client import key, redis_client
@@ -192,30 +192,11 @@ def children_canceller(*, node_run_id: int):
 
 
 def node_run_wake(*, node_run_id: int) -> bool:
-    """Make a parked (waiting) node run due now and dispatch it, e.g. when the sub-workflow
-    it waits for has finished."""
-    now = timezone.now()
-    run = NodeRun.objects.filter(id=node_run_id).select_related("execution").first()
-    if run is None:
-        return False
-    task_id = dispatch.new_task_id()
-    if not store.node_run_wake(
-        node_run_id=node_run_id, execution_id=run.execution_id, task_id=task_id, now=now
-    ):
-        return False
-    graph = graph_for(run.execution.snapshot_id)
-    dispatch.send(
-        [
-            dispatch.Dispatch(
-                str(run.execution_id),
-                run.node,
-                task_id,
-                graph.nodes[run.node].timeout_seconds,
-                priority=run.execution.priority,
-            )
-        ]
-    )
-    return True
+    """Make a parked (waiting) node run due now and dispatch it after commit, e.g. when the
+    sub-workflow or a for_each child it waits for has finished. Under the run's row lock, so a
+    wake that meets the run as it parks is never lost (engine/wake.py)."""
+    with transaction.atomic():
+        return node_run_wake_locked(node_run_id=node_run_id, now=timezone.now())
 
 
 def on_execution_finished(execution_id, parent_node_run_id, concurrency_key=None) -> None:

@@ -32,17 +32,19 @@ def node_run_wake_locked(*, node_run_id: int, now) -> bool:
         # of an execution with its other runs' finishes).
         NodeRun.objects.select_for_update(of=("self",))
         .filter(id=node_run_id)
-        .values_list("execution_id", "node", "execution__snapshot_id")
+        .values_list("execution_id", "node", "execution__snapshot_id", "execution__priority")
         .first()
     )
     if row is None:
         return False
-    execution_id, node, snapshot_id = row
+    execution_id, node, snapshot_id, priority = row
     task_id = dispatch.new_task_id()
     if not store.node_run_wake(
         node_run_id=node_run_id, execution_id=execution_id, task_id=task_id, now=now
     ):
         return False
     timeout = graph_for(snapshot_id).nodes[node].timeout_seconds
-    dispatch.send_on_commit([dispatch.Dispatch(str(execution_id), node, task_id, timeout)])
+    dispatch.send_on_commit(
+        [dispatch.Dispatch(str(execution_id), node, task_id, timeout, priority=priority)]
+    )
     return True

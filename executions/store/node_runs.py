@@ -388,13 +388,16 @@ def node_run_record_start(*, node_run_id: int, attempt: int, started_at) -> bool
 
 
 def node_run_wake(*, node_run_id: int, execution_id, task_id: str, now) -> bool:
-    """queued -> queued, due now, for a parked run of an active execution. When it is still
-    running (it has not parked yet) it gets a mark its park step sees, and False is
-    returned."""
+    """queued -> queued, due now, for a parked run of an active execution (one due later).
+    A run already due is left alone: its message is on its way (or the recovery pass sends it
+    again), and many wakes at once (the children of a for_each finishing) cost one run. When
+    it is still running (it has not parked yet) it gets a mark its park step sees, and False
+    is returned."""
     changed = transition(
         NodeRun.objects.filter(
             id=node_run_id,
             execution_id__in=_of_execution(execution_id, status__in=EXECUTION_ACTIVE),
+            next_attempt_at__gt=now,
         ),
         N.QUEUED,
         table=T,
