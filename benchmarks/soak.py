@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
+import redis
 
 from tests.support.pgcluster import PgCluster
 from tests.support.stack import Stack, call
@@ -83,6 +84,11 @@ class SoakReport:
     reassigned_runs: int = 0
     # Processes that exited on their own and were started again, as a supervisor would.
     supervisor_restarts: dict[str, int] = field(default_factory=dict)
+    # The longest the recovery pass went without running (its own timestamp in Redis, sampled
+    # every 2 s; unknown just after a Redis restart), and how many passes the workers ran
+    # themselves because Beat's was overdue.
+    longest_recovery_gap_seconds: float = 0.0
+    recovery_fallback_passes: int = 0
     # What the first unfinished executions look like, to tell a slow drain from a stuck one.
     stuck_detail: list = field(default_factory=list)
 
@@ -257,6 +263,26 @@ class Supervisor(threading.Thread):
                         self.restarts[key] += 1
 
 
+class RecoveryWatch(threading.Thread):
+    """Samples when the recovery pass last ran, whoever ran it (Beat or a worker)."""
+
+    def __init__(self, redis_port: int, prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.url = f"redis://127.0.0.1:{redis_port}/0"
+        self.key = f"{prefix}metrics:recovery_last_run"
+        self.stop = threading.Event()
+        self.longest = 0.0
+
+    def run(self) -> None:
+        while not self.stop.wait(2.0):
+            try:
+                raw = redis.Redis.from_url(self.url, socket_timeout=1).get(self.key)
+            except redis.RedisError:
+                continue
+            if raw:
+                self.longest = max(self.longest, time.time() - float(raw))
+
+
 class Soak:
     def __init__(self, options: SoakOptions) -> None:
         self.options = options
@@ -339,6 +365,8 @@ class Soak:
             [("web", "web"), ("beat", "beat")] + [("worker", f"w{i}") for i in range(opts.workers)],
         )
         supervisor.start()
+        watch = RecoveryWatch(self.redis_port, stack.env["WECONNECT_KEY_PREFIX"])
+        watch.start()
         with EffectServer(opts.flaky_ratio) as effects, stack.client(timeout=5) as client:
             workflows = {}
             for name, doc in shapes(effects.url).items():
@@ -439,6 +467,16 @@ class Soak:
             supervisor.stop.set()
             supervisor.join()
             report.supervisor_restarts = dict(supervisor.restarts)
+            watch.stop.set()
+            watch.join()
+            report.longest_recovery_gap_seconds = round(watch.longest, 1)
+            report.recovery_fallback_passes = sum(
+                stack.log_path(f"w{i}")
+                .read_text(errors="replace")
+                .count("the recovery pass is overdue")
+                for i in range(opts.workers)
+                if stack.log_path(f"w{i}").exists()
+            )
             self._count(report, db_url, accepted, effects)
         return report
 
@@ -534,6 +572,8 @@ def render(reports: list[SoakReport]) -> str:
         "finished_last_minute_of_drain",
         "longest_recovery_wait_seconds",
         "supervisor_restarts",
+        "longest_recovery_gap_seconds",
+        "recovery_fallback_passes",
     ]
     head = "| figure | " + " | ".join(r.broker for r in reports) + " |"
     lines = [head, "|---" * (len(reports) + 1) + "|"]

@@ -9,6 +9,7 @@ from executions.engine.completion import execution_time_out_if_due
 from executions.engine.execute import node_run_execute
 from executions.engine.recovery import recovery_run
 from executions.engine.start import concurrency_release as concurrency_release_after
+from executions.engine.watchdog import run_if_due as _recovery_fallback  # noqa: F401  (worker_ready)
 from executions.events.services import event_retention_sweep
 from executions.selectors import execution_trace_context
 from executions.services.bulk import TASK_NAME as BULK_TASK_NAME

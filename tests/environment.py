@@ -115,6 +115,8 @@ os.environ["WECONNECT_KEY_PREFIX"] = f"wctest:{RUN_ID}:"
 os.environ["WECONNECT_BROKER_KEY_PREFIX"] = f"wctest-{RUN_ID}:"
 os.environ.setdefault("WECONNECT_LOG_LEVEL", "WARNING")
 os.environ.setdefault("WECONNECT_TASK_EVENTS", "false")
+# Test workers run without Beat: the tests that want the workers' own recovery pass turn it on.
+os.environ.setdefault("WECONNECT_RECOVERY_FALLBACK_SECONDS", "0")
 os.environ["WECONNECT_NODE_MODULES"] = "tests.nodetypes"
 os.environ.setdefault(
     "WECONNECT_PYTHON_NODES", "tests.support.nodes.double,tests.support.nodes.describe_context"

@@ -192,3 +192,70 @@ def test_long_backoff_is_held_in_the_database_not_as_an_eta(user, fast_recovery)
     run = NodeRun.objects.get(execution=ex)
     assert done.status == "succeeded" and run.attempts == 2
     assert (run.started_at - run.queued_at).total_seconds() >= 3.0
+
+
+WATCH = {
+    "WECONNECT_RECOVERY_FALLBACK_SECONDS": "2",
+    "WECONNECT_RECOVERY_INTERVAL_SECONDS": "1",
+    "WECONNECT_REDISPATCH_AFTER_SECONDS": "1",
+}
+
+
+def _fallback_passes(broker_url: str, settings) -> int:
+    raw = redis.Redis.from_url(broker_url).hget(
+        f"{settings.WECONNECT_KEY_PREFIX}metrics:recovery", "fallback_passes"
+    )
+    return int(raw or 0)
+
+
+def test_without_beat_the_workers_run_the_recovery_pass(user, settings):
+    """Beat hung or never deployed: a message lost with the broker is still re-dispatched,
+    because a worker runs the overdue pass itself (and only one worker takes each turn)."""
+    wf = make_workflow(user, [node("a"), node("b")], [edge("a", "b")])
+    with PrivateBroker() as broker:
+        broker.worker("wa", **WATCH).start()
+        broker.worker("wb", **WATCH).start()
+        broker.stop()
+        ex_id = execution_create(workflow=wf, input={"k": 2})[0].id  # its message is lost
+        broker.start()
+        deadline = time.monotonic() + 60
+        while Execution.objects.get(id=ex_id).status != "succeeded":
+            assert time.monotonic() < deadline, list(
+                NodeRun.objects.filter(execution_id=ex_id).values_list("node", "status")
+            )
+            time.sleep(0.2)
+        assert _fallback_passes(broker.url, settings) >= 1
+        # Two workers watching, and a pass is due only 2 s after the last one ended: over
+        # 6 s at most 4 passes (both workers running each turn would make about twice that).
+        before = _fallback_passes(broker.url, settings)
+        time.sleep(6)
+        passes = _fallback_passes(broker.url, settings) - before
+        assert 1 <= passes <= 4, passes
+    ex = Execution.objects.get(id=ex_id)
+    assert ex.output == {"b": {"k": 2}}
+    assert set(ex.node_runs.values_list("attempts", flat=True)) == {1}
+
+
+def test_workers_leave_the_pass_to_beat_while_beat_runs_it(user, settings):
+    wf = make_workflow(user, [node("a")], [])
+    with PrivateBroker() as broker:
+        client = redis.Redis.from_url(broker.url)
+        stamp_key = f"{settings.WECONNECT_KEY_PREFIX}metrics:recovery_last_run"
+        client.set(stamp_key, repr(time.time()))
+        broker.worker("wc", **WATCH).start()
+        broker.stop()
+        ex_id = execution_create(workflow=wf, input={})[0].id  # its message is lost
+        broker.start()
+        client = redis.Redis.from_url(broker.url)
+        end = time.monotonic() + 5
+        while time.monotonic() < end:  # Beat's passes keep coming (and repair nothing here)
+            client.set(stamp_key, repr(time.time()))
+            time.sleep(0.2)
+        assert _fallback_passes(broker.url, settings) == 0
+        assert Execution.objects.get(id=ex_id).status == "pending"
+        # Beat falls silent: the worker takes over within the fallback time.
+        deadline = time.monotonic() + 30
+        while Execution.objects.get(id=ex_id).status != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert _fallback_passes(broker.url, settings) >= 1

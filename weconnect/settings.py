@@ -209,6 +209,13 @@ WECONNECT_REDISPATCH_AFTER_SECONDS = env_int("WECONNECT_REDISPATCH_AFTER_SECONDS
 WECONNECT_MAX_REASSIGNMENTS = env_int("WECONNECT_MAX_REASSIGNMENTS", 3, minimum=0)
 WECONNECT_RECOVERY_INTERVAL_SECONDS = env_int("WECONNECT_RECOVERY_INTERVAL_SECONDS", 10, minimum=1)
 WECONNECT_RECOVERY_BATCH = env_int("WECONNECT_RECOVERY_BATCH", 500, minimum=1)
+# Every worker runs the recovery pass itself when the last pass (Beat's or a worker's) is older
+# than this many seconds: Beat hung or missing never leaves lost work unrepaired. 0 turns it off.
+WECONNECT_RECOVERY_FALLBACK_SECONDS = env_int(
+    "WECONNECT_RECOVERY_FALLBACK_SECONDS",
+    max(60, WECONNECT_RECOVERY_INTERVAL_SECONDS * 6),
+    minimum=0,
+)
 # Extra modules that register node types of your own (dotted paths, comma separated).
 WECONNECT_NODE_MODULES = env_list("WECONNECT_NODE_MODULES")
 WECONNECT_MAX_OUTPUT_BYTES = env_int("WECONNECT_MAX_OUTPUT_BYTES", 1024 * 1024, minimum=1024)
