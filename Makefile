@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-embedded localservers browser bench soak lint clean
+.PHONY: install run test test-embedded localservers browser pgbouncer bench soak lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +33,20 @@ browser:
 	    || echo "Chromium not installed: the browser tests will be skipped"; \
 	fi
 
+# The PgBouncer test (transaction pooling) runs the distribution's pgbouncer; install it the same
+# way when it is missing. Without it that test skips.
+pgbouncer:
+	@if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ] && command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  ( $$SUDO apt-get install -y -qq pgbouncer || ( $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq pgbouncer ) ) \
+	    || echo "pgbouncer not installed: the PgBouncer test will be skipped"; \
+	fi
 
 # The engine's tests again with RabbitMQ as the broker, when it answers on 127.0.0.1:5672.
 AMQP_TESTS ?= tests/test_engine_semantics.py tests/test_engine_retries.py tests/test_limits.py \
 	tests/test_nodes_waiting.py tests/test_nodes_routing.py tests/test_soak.py
 
-test: install localservers browser
+test: install localservers browser pgbouncer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if $(BIN)/python -c "from weconnect.devstack import port_open as p; raise SystemExit(not p('127.0.0.1', 5672))"; then \
 		echo "== again with RabbitMQ as the broker =="; \
