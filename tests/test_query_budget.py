@@ -238,3 +238,24 @@ def test_the_store_statements_are_one_round_trip_each(user, django_assert_num_qu
         assert (done, finished, parent) == (True, True, None)
     execution.refresh_from_db()
     assert execution.status == "succeeded" and execution.output == {"b": {"x": 1}}
+
+
+# The trigger path, POST /api/workflows/{id}/execute/ with a token: the token, the workflow
+# and its version, the execution and its node runs, with and without an Idempotency-Key.
+TRIGGER = 9  # token, workflow, version, BEGIN, execution, node runs, COMMIT, document (2)
+TRIGGER_WITH_KEY = 10  # ... and the idempotency lookup
+
+
+def test_the_trigger_path(api, user, django_assert_num_queries):
+    wf = make_workflow(user, [node("a"), node("b")], [edge("a", "b")])
+    with django_assert_num_queries(TRIGGER):
+        r = api.post(f"/api/workflows/{wf.id}/execute/", {"input": {"x": 1}}, format="json")
+    assert r.status_code == 202, r.content
+    with django_assert_num_queries(TRIGGER_WITH_KEY):
+        r = api.post(
+            f"/api/workflows/{wf.id}/execute/",
+            {"input": {"x": 2}},
+            format="json",
+            headers={"Idempotency-Key": "budget-1"},
+        )
+    assert r.status_code == 202, r.content

@@ -78,7 +78,7 @@ def execution_create(
         return existing, False
     if snapshot is None:
         snapshot = WorkflowVersion.objects.get(workflow=workflow, version=workflow.version)
-    graph = graph_for(snapshot.id)
+    graph = graph_for(snapshot.id, snapshot)
     cycle = find_cycle(graph.nodes, [(e.source, e.target) for e in graph.edges])
     if cycle:  # saved workflows are acyclic; this guards snapshots written any other way
         raise Conflict("cycle: " + " -> ".join(cycle))
