@@ -284,10 +284,12 @@ class WeConnectCollector(Collector):
         yield c
         c = CounterMetricFamily(
             "weconnect_recovery_actions",
-            "Repairs by the recovery pass: redispatched, reclaimed, lost, timed_out",
+            "Repairs by the recovery pass (redispatched, reclaimed, lost, timed_out, ...) and "
+            "fallback_passes, passes a worker ran because Beat's was overdue",
             labels=["action"],
         )
-        for action in ("redispatched", "reclaimed", "lost", "timed_out"):
+        always = ("redispatched", "reclaimed", "lost", "timed_out")
+        for action in always + tuple(sorted(set(snap.recovery) - set(always))):
             c.add_metric([action], snap.recovery.get(action, 0))
         yield c
         for name, doc, histograms in (

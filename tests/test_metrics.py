@@ -244,3 +244,25 @@ def test_token_and_bad_format(client):
         assert client.get("/monitoring/metrics?format=json&token=metrics-token").status_code == 200
         bad = client.get("/monitoring/metrics?format=xml&token=metrics-token")
     assert bad.status_code == 400 and "format" in bad.json()
+
+
+def test_a_workers_own_recovery_pass_is_counted(client, settings):
+    from executions.engine import watchdog
+    from executions.redis_client import redis_client
+
+    settings.WECONNECT_RECOVERY_FALLBACK_SECONDS = 30
+    before = scrape(client)
+    client_ = redis_client()
+    stamp = f"{settings.WECONNECT_KEY_PREFIX}metrics:recovery_last_run"
+    client_.set(stamp, repr(time.time()))
+    assert watchdog.run_if_due() is None  # the last pass is recent: left to Beat
+    client_.set(stamp, repr(time.time() - 31))
+    client_.delete(f"{settings.WECONNECT_KEY_PREFIX}recovery:fallback")
+    assert isinstance(watchdog.run_if_due(), dict)  # overdue: this process ran it
+    assert watchdog.run_if_due() is None  # and its own pass is now the last one
+    after = scrape(client)
+    assert (
+        value(after, "weconnect_recovery_actions_total", action="fallback_passes")
+        - value(before, "weconnect_recovery_actions_total", action="fallback_passes")
+        == 1
+    )

@@ -61,15 +61,10 @@ def run_if_due() -> dict | None:
             "fallback_after": settings.WECONNECT_RECOVERY_FALLBACK_SECONDS,
         },
     )
-    try:
-        report = recovery_run().as_dict()
-        counters.record_recovery_ran()
-        counters.record_recovery({"fallback_passes": 1})
-        return report
-    finally:
-        # A thread's connection is its own: closed after each pass so that none outlives
-        # the pass (a pool process forked later must not inherit an open one).
-        connections.close_all()
+    report = recovery_run().as_dict()
+    counters.record_recovery_ran()
+    counters.record_recovery({"fallback_passes": 1})
+    return report
 
 
 def _loop() -> None:
@@ -79,6 +74,9 @@ def _loop() -> None:
             run_if_due()
         except Exception as exc:  # Redis or PostgreSQL away: the next round tries again
             log.warning("recovery fallback failed", extra={"error": repr(exc)})
+        finally:
+            # This thread's connection is its own: closed after each round so that none is
+            # kept between rounds (nor inherited by a pool process forked meanwhile).
             try:
                 connections.close_all()
             except Exception:  # noqa: BLE001 - a broken connection that cannot even close
