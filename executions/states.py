@@ -111,7 +111,9 @@ NODE_RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     # running from running: a redelivered message takes over a run whose worker died.
     N.RUNNING: frozenset({N.QUEUED, N.RETRYING, N.RUNNING}),
     N.RETRYING: frozenset({N.RUNNING}),
-    N.SUCCEEDED: frozenset({N.RUNNING, N.PENDING}),
+    # succeeded from queued: a pure node type's run ends in the one write of its hop, never
+    # having been claimed (executions.store.sql.PEEK); failed from queued likewise, routed.
+    N.SUCCEEDED: frozenset({N.RUNNING, N.PENDING, N.QUEUED}),
     N.FAILED: frozenset({N.RUNNING, N.QUEUED, N.RETRYING}),
     N.SKIPPED: frozenset({N.PENDING}),
     N.CANCELLED: frozenset({N.PENDING, N.QUEUED, N.RUNNING, N.RETRYING}),

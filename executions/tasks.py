@@ -27,12 +27,16 @@ from weconnect import tracing
     ignore_result=True,
     max_retries=0,
 )
-def run_node(self, execution_id: str, node: str) -> str:
+def run_node(self, execution_id: str, node: str, pure: bool = False) -> str:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     parent = execution_trace_context(execution_id) if tracing.enabled() else None
     with tracing.node_run_span(execution_id=execution_id, node=node, parent=parent) as span:
         outcome = node_run_execute(
-            execution_id=execution_id, node=node, task_id=self.request.id, redelivered=redelivered
+            execution_id=execution_id,
+            node=node,
+            task_id=self.request.id,
+            redelivered=redelivered,
+            pure=pure,
         )
         tracing.node_run_outcome(span, outcome)
     return outcome

@@ -39,6 +39,14 @@ class Behave(NodeType):
 
 
 @register
+class PureBehave(Behave):
+    """The same, declared pure: the engine runs it without a claim when it can."""
+
+    type = "test_pure_behave"
+    pure = True
+
+
+@register
 class Delivery(NodeType):
     type = "test_delivery"
     description = "Test node: outputs the broker priority of the message that ran it."

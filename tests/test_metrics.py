@@ -33,12 +33,30 @@ def scrape(client, **headers) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     return samples
 
 
+def settled_scrape(client, timeout: float = 15.0):
+    """A scrape once the worker processes have sent what they still held from earlier tests
+    (each sends its counts once a second): two scrapes 1.5 s apart that agree."""
+
+    def counts(samples):
+        return {k: v for k, v in samples.items() if k[0].startswith("weconnect_node_run")}
+
+    deadline = time.monotonic() + timeout
+    last = scrape(client)
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        now = scrape(client)
+        if counts(now) == counts(last):
+            return now
+        last = now
+    return last
+
+
 def value(samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_counters_move_after_executions_run(worker, client, user):
-    before = scrape(client)
+    before = settled_scrape(client)
     wf = make_workflow(
         user,
         [

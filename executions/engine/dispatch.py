@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 
+from executions.nodes import get_node_type
 from weconnect.celery import app
 
 log = logging.getLogger("weconnect.engine")
@@ -41,6 +42,37 @@ class Dispatch:
     # The execution's priority. None: the message sending it is a node run's own task, whose
     # priority the new message inherits (CELERY_TASK_INHERIT_PARENT_PRIORITY).
     priority: str | None = None
+    # The node's type is pure (NodeType.pure): the task may read the run instead of claiming
+    # it and end it in one write. Only a hint: the task checks the type again, and a message
+    # without it takes the claim.
+    pure: bool = False
+
+
+def for_node(execution_id: str, graph, node: str, task_id: str, **fields) -> Dispatch:
+    """The message for ``node`` of ``graph``: its time limit and the pure hint from its spec."""
+    return Dispatch(
+        execution_id,
+        node,
+        task_id,
+        graph.nodes[node].timeout_seconds,
+        pure=takes_pure_path(graph, node),
+        **fields,
+    )
+
+
+def takes_pure_path(graph, node: str) -> bool:
+    """Whether ``node`` may run without a claim: its type declares no side effects, nothing in
+    its spec must be decided before it runs (a rate limit is claimed against first), and its
+    success ends in one statement (a predecessor of a join, a branching node or one of several
+    sinks needs the general path, which starts from a claimed run)."""
+    spec = graph.nodes[node]
+    node_type = get_node_type(spec.type)
+    return bool(
+        node_type is not None
+        and node_type.pure
+        and not spec.rate_limit
+        and graph.ends_in_one_statement(node)
+    )
 
 
 def new_task_id() -> str:
@@ -74,6 +106,8 @@ def send(items: list[Dispatch]) -> int:
         options = {}
         if item.priority is not None:
             options["priority"] = PRIORITY_VALUES[item.priority]
+        if item.pure:
+            options["kwargs"] = {"pure": True}
         try:
             app.send_task(
                 RUN_NODE,

@@ -4,6 +4,11 @@ The message only says "look at node X of execution E"; the database decides whet
 anything to do. A claim is a compare-and-set from ``queued`` (or a due ``retrying``) to
 ``running`` that also requires the execution to be active and within its deadline, so a
 duplicate, late or revoked-but-delivered message changes nothing.
+
+A pure node type (no side effects) skips the claim: its run is read, the type runs, and the
+statement that records the end is itself the compare-and-set (only from ``queued``, in the
+attempt that was read). A hop is then one write instead of two; a duplicate message at worst
+computes the same function again, and one result is kept.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from executions import counters, jsonsafe, store
 from executions.credentials import redaction
-from executions.engine import heartbeat
+from executions.engine import dispatch, heartbeat
 from executions.engine.completion import children_canceller, execution_time_out_if_due
 from executions.engine.outcome import park, record_failure, result_not_stored, wait_for_rate_limit
 from executions.engine.routing import Finish, node_run_finish
@@ -154,19 +159,55 @@ def check_output(output: Any) -> None:
         )
 
 
-def node_run_execute(
-    *, execution_id: str, node: str, task_id: str, redelivered: bool = False
-) -> str:
-    """Run one attempt of a node run. Returns a short word for logs and tests."""
+def _claim_started(execution_id: str, node: str, task_id: str, redelivered: bool):
+    """The claim, with the execution started if the claim did not start it (the ORM form)."""
     now = timezone.now()
     run = claim(execution_id, node, task_id, redelivered, now)
+    if run is not None and run.execution.status == ExecutionStatus.PENDING:
+        store.execution_start(execution_id=run.execution.id, now=now)
+    return run
+
+
+def _read(execution_id: str, node: str, task_id: str, redelivered: bool, pure: bool):
+    """The run this message is for: read without a claim when the message says the node is
+    pure (PostgreSQL, autocommit) and the run is queued and due, else claimed. Returns
+    (run, the PureStart its end needs or None when it was claimed); (None, None) when there
+    is nothing to do."""
+    if pure and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        now = timezone.now()
+        not_before = now + _EARLY_TOLERANCE
+        run = store.node_run_peek(
+            execution_id=execution_id, node=node, now=now, not_before=not_before
+        )
+        if run is not None:
+            return run, store.PureStart(started_at=now, task_id=task_id, not_before=not_before)
+        # Not queued and due: retrying, running (a redelivery to take over), timed out, or
+        # gone. The claim tells which.
+    return _claim_started(execution_id, node, task_id, redelivered), None
+
+
+def node_run_execute(
+    *, execution_id: str, node: str, task_id: str, redelivered: bool = False, pure: bool = False
+) -> str:
+    """Run one attempt of a node run. Returns a short word for logs and tests.
+
+    ``pure`` is the message's hint that the node's type has no side effects: its run is then
+    read instead of claimed, and ended from ``queued`` in the one write of the hop. Whatever
+    that one statement cannot express (a failure to retry or route, a join or a skip among the
+    successors, one of several sinks) claims the run first, exactly as an impure node does.
+    """
+    run, pure_start = _read(execution_id, node, task_id, redelivered, pure)
     if run is None:
         return "skipped"
     execution = run.execution
-    if execution.status == ExecutionStatus.PENDING:
-        store.execution_start(execution_id=execution.id, now=now)
     graph = graph_for(execution.snapshot_id)
     spec = graph.nodes[node]
+    if pure_start is not None and not dispatch.takes_pure_path(graph, node):
+        # The hint does not hold for this node (a message sent by hand): claim as usual.
+        run, pure_start = _claim_started(execution_id, node, task_id, redelivered), None
+        if run is None:
+            return "skipped"
+        execution = run.execution
     node_type = get_node_type(spec.type)
     attempt = run.attempts
     fields = {"execution_id": str(execution.id), "node": node, "attempt": attempt}
@@ -202,7 +243,10 @@ def node_run_execute(
     # lines while it runs, and from its output, error and wait state before they are stored.
     secrets = redaction.Secrets()
     secrets_token = redaction.activate(secrets)
-    heartbeat.begin(run.id, attempt)
+    if pure_start is None:
+        heartbeat.begin(run.id, attempt)
+    else:
+        heartbeat.ensure_running()
     try:
         if node_type is None:
             raise NodeError(f"unknown node type {spec.type!r}", retryable=False)
@@ -222,6 +266,14 @@ def node_run_execute(
     if secrets:
         value, failure = redaction.redact_outcome(secrets, value, failure)
 
+    if pure_start is not None and (failure is not None or isinstance(value, Wait)):
+        # A retry, a route or a park starts from a claimed run.
+        run, pure_start = _claim_started(execution_id, node, task_id, redelivered), None
+        if run is None:
+            log.info("node discarded", extra=fields)
+            return "discarded"
+        execution, attempt = run.execution, run.attempts
+        fields["attempt"] = attempt
     if failure is not None:
         return record_failure(execution, graph, run, attempt, failure, fields)
     if isinstance(value, Wait):
@@ -244,10 +296,33 @@ def node_run_execute(
         result = Finish(N.SUCCEEDED, output, branch)
     try:
         recorded = node_run_finish(
-            execution=execution, graph=graph, node=node, attempt=attempt, result=result
+            execution=execution,
+            graph=graph,
+            node=node,
+            attempt=attempt,
+            result=result,
+            pure=pure_start,
         )
+        if recorded is None:
+            # Pure, but the end needs the general path: claim the run, then end it.
+            run, pure_start = _claim_started(execution_id, node, task_id, redelivered), None
+            if run is not None:
+                execution, attempt = run.execution, run.attempts
+                fields["attempt"] = attempt
+                recorded = node_run_finish(
+                    execution=execution, graph=graph, node=node, attempt=attempt, result=result
+                )
+        elif not recorded and pure_start is not None:
+            # The run was no longer queued and due, or its execution stopped: the claim
+            # would have found the same, and timed the execution out if it is past due.
+            execution_time_out_if_due(execution_id=execution_id, now=timezone.now())
     except DatabaseError as exc:
         failure = result_not_stored(exc, fields)
+        if pure_start is not None:
+            run, pure_start = _claim_started(execution_id, node, task_id, redelivered), None
+            if run is None:
+                return "discarded"
+            execution, attempt = run.execution, run.attempts
         return record_failure(execution, graph, run, attempt, failure, fields)
     if recorded:
         counters.observe_node_run(run=run, node_type=spec.type, status=result.status)

@@ -40,6 +40,12 @@ def begin(node_run_id: int, attempt: int) -> None:
     _ensure_thread()
 
 
+def ensure_running() -> None:
+    """The thread without a run to keep (a pure node type's run holds no lease), for the
+    metric counts it flushes."""
+    _ensure_thread()
+
+
 def end() -> None:
     global _current
     with _lock:

@@ -132,13 +132,12 @@ def _redispatch_due(now, batch: int) -> int:
             node_run_id=run.id, status=run.status, old_task_id=run.task_id, task_id=task_id, now=now
         )
         if changed:
-            timeout = graph_for(run.execution.snapshot_id).nodes[run.node].timeout_seconds
             items.append(
-                dispatch.Dispatch(
+                dispatch.for_node(
                     str(run.execution_id),
+                    graph_for(run.execution.snapshot_id),
                     run.node,
                     task_id,
-                    timeout,
                     priority=run.execution.priority,
                 )
             )
@@ -194,11 +193,11 @@ def _reclaim_expired(now, batch: int) -> tuple[int, int]:
                 reclaimed += 1
                 dispatch.send_on_commit(
                     [
-                        dispatch.Dispatch(
+                        dispatch.for_node(
                             str(run.execution_id),
+                            graph,
                             run.node,
                             task_id,
-                            graph.nodes[run.node].timeout_seconds,
                             priority=run.execution.priority,
                         )
                     ]

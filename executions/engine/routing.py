@@ -54,21 +54,31 @@ def queue_node(
         execution_id=execution_id, node=node, input=node_input_value, task_id=task_id, now=now
     ):
         return None
-    return dispatch.Dispatch(str(execution_id), node, task_id, graph.nodes[node].timeout_seconds)
+    return dispatch.for_node(str(execution_id), graph, node, task_id)
 
 
 def node_run_finish(
-    *, execution: Execution, graph: Graph, node: str, attempt: int, result: Finish
-) -> bool:
+    *,
+    execution: Execution,
+    graph: Graph,
+    node: str,
+    attempt: int,
+    result: Finish,
+    pure: store.PureStart | None = None,
+) -> bool | None:
     """Record the end of attempt ``attempt`` of ``node`` and advance the execution.
 
     Returns False when the run had already moved on (cancelled, timed out, or taken over by a
     redelivered message after its worker was presumed dead): the result is then discarded.
+    With ``pure`` (a pure node type's run, still ``queued``), only the one-statement forms
+    apply; None means the run must be claimed first and finished the general way.
     """
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
-        fast = _finish_linear(execution, graph, node, attempt, result)
+        fast = _finish_linear(execution, graph, node, attempt, result, pure)
         if fast is not None:
             return fast
+    if pure is not None:
+        return None
     locks: list[RedisLock] = []
 
     def work() -> bool:
@@ -117,7 +127,9 @@ def node_run_finish(
             lock.release()
 
 
-def _finish_sink(execution: Execution, node: str, attempt: int, result: Finish) -> bool:
+def _finish_sink(
+    execution: Execution, node: str, attempt: int, result: Finish, pure: store.PureStart | None
+) -> bool:
     done, finished, parent = store.node_run_end_and_complete(
         execution_id=execution.id,
         node=node,
@@ -126,6 +138,7 @@ def _finish_sink(execution: Execution, node: str, attempt: int, result: Finish) 
         branch=result.branch,
         execution_output={node: result.output},
         now=timezone.now(),
+        pure=pure,
     )
     if finished:
         log.info("execution succeeded", extra={"execution_id": str(execution.id)})
@@ -134,7 +147,12 @@ def _finish_sink(execution: Execution, node: str, attempt: int, result: Finish) 
 
 
 def _finish_linear(
-    execution: Execution, graph: Graph, node: str, attempt: int, result: Finish
+    execution: Execution,
+    graph: Graph,
+    node: str,
+    attempt: int,
+    result: Finish,
+    pure: store.PureStart | None = None,
 ) -> bool | None:
     """The fast path of :func:`node_run_finish` (PostgreSQL, autocommit: one statement), or
     None when the general path is needed (a join or a skip among the successors, one of
@@ -144,7 +162,7 @@ def _finish_linear(
     successors = graph.successors(node)
     if not successors:
         if result.status == N.SUCCEEDED and graph.sink_keys() == [node]:
-            return _finish_sink(execution, node, attempt, result)
+            return _finish_sink(execution, node, attempt, result, pure)
         return None
     outcome = {node: Outcome(result.status, result.branch, result.output)}
     for succ in successors:
@@ -160,16 +178,12 @@ def _finish_linear(
         error=result.error,
         now=timezone.now(),
         successors=[(s, dispatch.new_task_id()) for s in successors],
+        pure=pure,
     )
     if not done:
         return False
     if queued:
-        dispatch.send(
-            [
-                dispatch.Dispatch(str(execution.id), n, t, graph.nodes[n].timeout_seconds)
-                for n, t in queued
-            ]
-        )
+        dispatch.send([dispatch.for_node(str(execution.id), graph, n, t) for n, t in queued])
     elif status in EXECUTION_ACTIVE:
         # Nothing was pending after all (successors reused by a from_failed retry): the
         # execution may be complete now.

@@ -193,13 +193,7 @@ def _execution_begin(
     if task_ids:
         dispatch.send_on_commit(
             [
-                dispatch.Dispatch(
-                    str(execution.id),
-                    k,
-                    t,
-                    graph.nodes[k].timeout_seconds,
-                    priority=execution.priority,
-                )
+                dispatch.for_node(str(execution.id), graph, k, t, priority=execution.priority)
                 for k, t in task_ids.items()
             ]
         )

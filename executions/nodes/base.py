@@ -91,6 +91,13 @@ class NodeType:
     # handler made of a noop receives the error document and must not fail because of it.
     detects_error_output: ClassVar[bool] = True
 
+    # A pure type has no side effects: running it twice on the same input is harmless, so its
+    # run is not claimed before it runs. The worker reads the run, runs the type, and one
+    # statement ends the run only if it is still queued and queues its successors (a
+    # duplicate message at worst computes the same result again, and one is kept). Types that
+    # call out, start children, wait or keep state between attempts leave it False.
+    pure: ClassVar[bool] = False
+
     def check_config(self, config: Mapping[str, Any]) -> list[str]:
         """Checks beyond the JSON Schema (expressions that must compile, and so on)."""
         return []

@@ -18,6 +18,7 @@ from executions.nodes.templating import Scope, TemplatedNodeType
 @register
 class Condition(TemplatedNodeType):
     type = "condition"
+    pure = True
     description = (
         "Evaluates a Jinja expression or a JMESPath expression and passes its input on, selecting "
         'the branch "true" or "false": only connections with that branch fire.'

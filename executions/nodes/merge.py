@@ -17,6 +17,7 @@ from executions.nodes.base import Context, NodeType, register
 @register
 class Merge(NodeType):
     type = "merge"
+    pure = True
     description = (
         'Joins the branches that reach it: output {predecessor: output} (mode "object", the '
         'default) or a list of outputs in connection order (mode "list").'

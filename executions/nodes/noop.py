@@ -6,6 +6,7 @@ from executions.nodes.base import Context, NodeType, register
 @register
 class Noop(NodeType):
     type = "noop"
+    pure = True
     description = "Passes its input through unchanged."
     detects_error_output = False
 

@@ -20,6 +20,7 @@ _NAME = {"type": "string", "minLength": 1, "maxLength": 64}
 @register
 class Switch(TemplatedNodeType):
     type = "switch"
+    pure = True
     description = (
         "Evaluates its cases in order and passes its input on, selecting the branch named by the "
         'first case that holds, or `default` ("default" unless set) when none does.'

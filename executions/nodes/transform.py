@@ -12,6 +12,7 @@ from executions.nodes.templating import Scope, TemplatedNodeType
 @register
 class Transform(TemplatedNodeType):
     type = "transform"
+    pure = True
     description = (
         "Builds an output object: each value of `fields` is a Jinja2 template (one {{ expression }} "
         'keeps its JSON type), a {"jmespath": ...} expression, or a literal. With keep_input the '

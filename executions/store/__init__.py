@@ -2,8 +2,9 @@
 
 One function per transition, named ``<entity>_<action>``, keyword-only, its allowed sources
 taken from the transition table in :mod:`executions.states`; each is a compare-and-set that
-returns whether it changed anything. The PostgreSQL one-statement forms (claim, end-and-queue,
-end-and-complete) are generated from the same table in :mod:`executions.store.sql`.
+returns whether it changed anything. The PostgreSQL one-statement forms (claim, peek,
+end-and-queue, end-and-complete, and the latter two for a pure node type's run ended straight
+from ``queued``) are generated from the same table in :mod:`executions.store.sql`.
 tests/test_architecture.py fails when a status is written anywhere else.
 """
 
@@ -18,11 +19,13 @@ from executions.store.executions import (  # noqa: F401
     execution_unpause,
 )
 from executions.store.node_runs import (  # noqa: F401
+    PureStart,
     node_run_claim,
     node_run_end,
     node_run_end_and_complete,
     node_run_end_and_queue,
     node_run_extend_lease,
+    node_run_peek,
     node_run_queue,
     node_run_reclaim,
     node_run_record_start,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
@@ -96,54 +98,94 @@ def _claim_postgres(execution_id, node: str, task_id: str, now, lease, not_befor
         row = cursor.fetchone()
     if row is None:
         return None
-    (
-        run_id,
-        attempts,
-        input_,
-        state,
-        delays,
-        reassignments,
-        queued_at,
-        started_at,
-        ex_status,
-        ex_input,
-        snapshot_id,
-        depth,
-        parent_id,
-        workflow_id,
-        owner_id,
-        attempt_log,
-        concurrency_key,
-        started,
-    ) = row
-    if started:
-        ex_status = ExecutionStatus.RUNNING
-    workflow = Workflow(id=workflow_id, owner_id=owner_id)
+    f = dict(zip(_ROW, row[:-1], strict=True))
+    if row[-1]:  # the same statement started the execution
+        f["ex_status"] = ExecutionStatus.RUNNING
+    return _run(execution_id, node, N.RUNNING, task_id=task_id, **f)
+
+
+# The columns the claim (sql.CLAIM, followed by whether it started the execution) and the peek
+# (sql.PEEK, without started_at) return, by the names _run takes.
+_ROW = (
+    "run_id",
+    "attempts",
+    "input_",
+    "state",
+    "delays",
+    "reassignments",
+    "queued_at",
+    "started_at",
+    "ex_status",
+    "ex_input",
+    "snapshot_id",
+    "depth",
+    "parent_id",
+    "workflow_id",
+    "owner_id",
+    "attempt_log",
+    "concurrency_key",
+)
+_PEEK_ROW = tuple(c for c in _ROW if c != "started_at")
+
+
+def _run(execution_id, node: str, status: str, **f) -> NodeRun:
+    # The in-memory run (and its execution and workflow) a task body works on, from a row of
+    # the claim or the peek.
+    workflow = Workflow(id=f["workflow_id"], owner_id=f["owner_id"])
     execution = Execution(
         id=execution_id if not isinstance(execution_id, str) else uuid.UUID(execution_id),
-        status=ex_status,
-        input=_json(ex_input),
-        snapshot_id=snapshot_id,
-        depth=depth,
-        parent_node_run_id=parent_id,
-        concurrency_key=concurrency_key,
+        status=f["ex_status"],
+        input=_json(f["ex_input"]),
+        snapshot_id=f["snapshot_id"],
+        depth=f["depth"],
+        parent_node_run_id=f["parent_id"],
+        concurrency_key=f["concurrency_key"],
         workflow=workflow,
     )
     return NodeRun(
-        id=run_id,
+        id=f["run_id"],
         execution=execution,
         node=node,
-        status=N.RUNNING,
-        attempts=attempts,
-        input=_json(input_),
-        state=_json(state),
-        retry_delays=_json(delays) or [],
-        attempt_log=_json(attempt_log) or [],
-        reassignments=reassignments,
-        queued_at=queued_at,
-        started_at=started_at,
-        task_id=task_id,
+        status=status,
+        attempts=f["attempts"],
+        input=_json(f["input_"]),
+        state=_json(f["state"]),
+        retry_delays=_json(f["delays"]) or [],
+        attempt_log=_json(f["attempt_log"]) or [],
+        reassignments=f["reassignments"],
+        queued_at=f["queued_at"],
+        started_at=f["started_at"],
+        task_id=f["task_id"],
     )
+
+
+@dataclass(frozen=True)
+class PureStart:
+    """What the one write of a pure node type's hop needs about the run it read (see
+    :func:`node_run_peek`): when the attempt started, for which message, and how early a
+    due run may be taken."""
+
+    started_at: datetime
+    task_id: str
+    not_before: datetime
+
+
+def node_run_peek(*, execution_id, node: str, now, not_before) -> NodeRun | None:
+    """PostgreSQL: read a queued, due run of an active execution within its deadline, with
+    what its node needs, writing nothing; None when there is none. The run comes back as the
+    attempt it would be (``attempts`` counted, ``started_at`` now) but still ``queued``: only
+    the statement that records its end (``pure=``) makes it so, if it is still queued then."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.PEEK,
+            {"execution_id": execution_id, "node": node, "now": now, "not_before": not_before},
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    f = dict(zip(_PEEK_ROW, row, strict=True))
+    f["attempts"] += 1
+    return _run(execution_id, node, N.QUEUED, started_at=now, task_id=None, **f)
 
 
 def node_run_claim(
@@ -301,15 +343,19 @@ def node_run_end_and_queue(
     error,
     now,
     successors: list[tuple[str, str]],
+    pure: PureStart | None = None,
 ) -> tuple[bool, str | None, list[tuple[str, str]]]:
     """PostgreSQL, autocommit: :func:`node_run_end` and :func:`node_run_queue` of
     ``successors`` ((node, task id) pairs, each with this node as its only predecessor) in one
     statement; they are queued only if the end was recorded and the execution is active.
+    With ``pure``, the run ends from ``queued`` (attempt ``attempt`` not yet counted, see
+    :func:`node_run_peek`) and a pending execution starts, in the same statement.
     Returns (ended, the execution's status, the (node, task id) pairs queued)."""
-    sources_for(T, status, [N.RUNNING])  # raises unless running -> status is in the table
+    # Raises unless the transition is in the table.
+    sources_for(T, status, [N.QUEUED] if pure else [N.RUNNING])
     with connection.cursor() as cursor:
         cursor.execute(
-            sql.END_AND_QUEUE,
+            sql.PURE_END_AND_QUEUE if pure else sql.END_AND_QUEUE,
             {
                 "status": status,
                 "output": _jsonb(output),
@@ -321,6 +367,7 @@ def node_run_end_and_queue(
                 "attempt": attempt,
                 "succ_nodes": [n for n, _ in successors],
                 "succ_tasks": [t for _, t in successors],
+                **_pure_params(pure),
             },
         )
         done, ex_status, queued_nodes, queued_tasks = cursor.fetchone()
@@ -328,26 +375,50 @@ def node_run_end_and_queue(
 
 
 def node_run_end_and_complete(
-    *, execution_id, node: str, attempt: int, output, branch, execution_output, now
+    *,
+    execution_id,
+    node: str,
+    attempt: int,
+    output,
+    branch,
+    execution_output,
+    now,
+    pure: PureStart | None = None,
 ) -> tuple[bool, bool, int | None]:
-    """PostgreSQL, autocommit: running -> succeeded for the single sink of a workflow, and
-    its execution pending | running -> succeeded with ``execution_output``, in one statement.
-    Returns (ended, execution succeeded, its parent node run id)."""
+    """PostgreSQL, autocommit: running (or, with ``pure``, queued) -> succeeded for the single
+    sink of a workflow, and its execution pending | running -> succeeded with
+    ``execution_output``, in one statement. Returns (ended, execution succeeded, its parent
+    node run id)."""
+    sources_for(T, N.SUCCEEDED, [N.QUEUED] if pure else [N.RUNNING])
     with connection.cursor() as cursor:
         cursor.execute(
-            sql.END_AND_COMPLETE,
+            sql.PURE_END_AND_COMPLETE if pure else sql.END_AND_COMPLETE,
             {
+                "status": N.SUCCEEDED,
                 "output": _jsonb(output),
                 "branch": branch,
+                "error": None,
                 "now": now,
                 "execution_id": str(execution_id),
                 "node": node,
                 "attempt": attempt,
                 "execution_output": json.dumps(execution_output),
+                **_pure_params(pure),
             },
         )
         done, finished, parent = cursor.fetchone()
     return bool(done), bool(finished), parent
+
+
+def _pure_params(pure: PureStart | None) -> dict[str, Any]:
+    if pure is None:
+        return {"started_at": None}
+    return {
+        "started_at": pure.started_at,
+        "task_id": pure.task_id,
+        "not_before": pure.not_before,
+        "worker": worker_name(),
+    }
 
 
 def node_run_reschedule(

@@ -67,21 +67,56 @@ WITH claimed AS (
 SELECT claimed.*, (SELECT count(*) FROM started) FROM claimed
 """
 
-# The end of a run whose successors each have it as their only predecessor, in one statement
-# (autocommit): record the finished run and queue those successors. The queue step only
-# happens if this run was still ours (`done`) and the execution is active, and only moves
-# successors still `pending`. A cancel racing it is ordered by the successors' row locks
-# exactly as in the general path. %(status)s is succeeded or failed, checked by the caller
-# against the table.
-END_AND_QUEUE = f"""
-WITH done AS (
+# How a hop's finish statement recognises the run it ends (its `done` step):
+# - after a claim: the run is `running` in the attempt this worker claimed;
+# - a pure node type's run, never claimed (see PEEK): the run is still `queued` in the attempt
+#   the worker read, due, and its execution active and within its deadline. The same UPDATE
+#   counts the attempt and records its start and worker, so the run goes `queued -> succeeded`
+#   (or `failed`, routed) in the one write of the hop. Two messages racing for it both compute;
+#   the second, blocked on the row lock, rechecks `queued` on the committed version and
+#   records nothing.
+_DONE_CLAIMED = f"""
     UPDATE executions_noderun
        SET status = %(status)s, output = %(output)s::jsonb, branch = %(branch)s,
            error = %(error)s::jsonb, finished_at = %(now)s, lease_expires_at = NULL
      WHERE execution_id = %(execution_id)s AND node = %(node)s
        AND status = {_word(N.RUNNING)} AND attempts = %(attempt)s
+    RETURNING 1"""
+
+_DONE_PURE = f"""
+    UPDATE executions_noderun AS nr
+       SET status = %(status)s, output = %(output)s::jsonb, branch = %(branch)s,
+           error = %(error)s::jsonb, finished_at = %(now)s, lease_expires_at = NULL,
+           attempts = nr.attempts + 1, started_at = %(started_at)s, task_id = %(task_id)s,
+           next_attempt_at = NULL, worker = %(worker)s
+      FROM executions_execution AS e
+     WHERE nr.execution_id = %(execution_id)s AND nr.node = %(node)s
+       AND e.id = nr.execution_id
+       AND e.status IN {in_(EXECUTION_ACTIVE)} AND e.deadline_at > %(now)s
+       AND nr.status = {_word(N.QUEUED)} AND nr.attempts = %(attempt)s - 1
+       AND (nr.next_attempt_at IS NULL OR nr.next_attempt_at <= %(not_before)s)
+    RETURNING 1"""
+
+# The `pending -> running` of the execution that a claim does, for a pure first hop.
+_STARTED_PURE = f""", started AS (
+    UPDATE executions_execution SET status = {_word(E.RUNNING)}, started_at = %(started_at)s
+     WHERE id = %(execution_id)s
+       AND status IN {in_(sources_for(EXECUTION_TRANSITIONS, E.RUNNING, [E.PENDING]))}
+       AND EXISTS (SELECT 1 FROM done)
     RETURNING 1
-), ex AS (
+)"""
+
+
+def _end_and_queue(pure: bool) -> str:
+    """The end of a run whose successors each have it as their only predecessor, in one
+    statement (autocommit): record the finished run and queue those successors. The queue step
+    only happens if this run was still ours (`done`) and the execution is active, and only
+    moves successors still `pending`. A cancel racing it is ordered by the successors' row
+    locks exactly as in the general path. %(status)s is succeeded or failed, checked by the
+    caller against the table."""
+    return f"""
+WITH done AS ({_DONE_PURE if pure else _DONE_CLAIMED}
+){_STARTED_PURE if pure else ""}, ex AS (
     SELECT status FROM executions_execution WHERE id = %(execution_id)s
 ), queued AS (
     UPDATE executions_noderun AS nr
@@ -98,22 +133,18 @@ SELECT (SELECT count(*) FROM done), (SELECT status FROM ex),
        ARRAY(SELECT node FROM queued), ARRAY(SELECT task_id FROM queued)
 """
 
-# The last node of a workflow with a single sink, in one statement. Every node of such a graph
-# is an ancestor of the sink, and a node only runs once all its predecessors have finished, so
-# when the sink succeeds nothing else can be active: the execution is complete.
-END_AND_COMPLETE = f"""
-WITH done AS (
-    UPDATE executions_noderun
-       SET status = {_word(N.SUCCEEDED)}, output = %(output)s::jsonb, branch = %(branch)s,
-           error = NULL, finished_at = %(now)s, lease_expires_at = NULL
-     WHERE execution_id = %(execution_id)s AND node = %(node)s
-       AND status IN {in_(sources_for(NODE_RUN_TRANSITIONS, N.SUCCEEDED, [N.RUNNING]))}
-       AND attempts = %(attempt)s
-    RETURNING 1
+
+def _end_and_complete(pure: bool) -> str:
+    """The last node of a workflow with a single sink, in one statement. Every node of such a
+    graph is an ancestor of the sink, and a node only runs once all its predecessors have
+    finished, so when the sink succeeds nothing else can be active: the execution is
+    complete."""
+    return f"""
+WITH done AS ({_DONE_PURE if pure else _DONE_CLAIMED}
 ), fin AS (
     UPDATE executions_execution
        SET status = {_word(E.SUCCEEDED)}, output = %(execution_output)s::jsonb,
-           finished_at = %(now)s
+           finished_at = %(now)s, started_at = COALESCE(started_at, %(started_at)s)
      WHERE id = %(execution_id)s
        AND status IN {in_(sources_for(EXECUTION_TRANSITIONS, E.SUCCEEDED))}
        AND EXISTS (SELECT 1 FROM done)
@@ -121,4 +152,26 @@ WITH done AS (
 )
 SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM fin),
        (SELECT parent_node_run_id FROM fin)
+"""
+
+
+END_AND_QUEUE = _end_and_queue(pure=False)
+END_AND_COMPLETE = _end_and_complete(pure=False)
+PURE_END_AND_QUEUE = _end_and_queue(pure=True)
+PURE_END_AND_COMPLETE = _end_and_complete(pure=True)
+
+# A pure node type's read of its run, instead of a claim: nothing is written before it runs.
+# The same conditions as the claim's (queued and due, the execution active and within its
+# deadline), as a plain SELECT: in autocommit it commits nothing and waits for no disk.
+PEEK = f"""
+SELECT nr.id, nr.attempts, nr.input, nr.state, nr.retry_delays, nr.reassignments,
+       nr.queued_at, e.status, e.input, e.snapshot_id, e.depth, e.parent_node_run_id,
+       w.id AS workflow_id, w.owner_id, nr.attempt_log, e.concurrency_key
+  FROM executions_noderun AS nr
+  JOIN executions_execution AS e ON e.id = nr.execution_id
+  JOIN executions_workflow AS w ON w.id = e.workflow_id
+ WHERE nr.execution_id = %(execution_id)s AND nr.node = %(node)s
+   AND nr.status = {_word(N.QUEUED)}
+   AND (nr.next_attempt_at IS NULL OR nr.next_attempt_at <= %(not_before)s)
+   AND e.status IN {in_(EXECUTION_ACTIVE)} AND e.deadline_at > %(now)s
 """
