@@ -259,3 +259,23 @@ def test_workers_leave_the_pass_to_beat_while_beat_runs_it(user, settings):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert _fallback_passes(broker.url, settings) >= 1
+
+
+def test_a_lost_mark_gives_beat_its_time_before_a_worker_runs_the_pass(settings):
+    """Redis restarted (or no pass ran yet): with no mark of the last pass, the watch counts
+    from the moment a worker first saw none, so Beat's next pass comes first and the workers
+    do not all run one after every Redis restart."""
+    from executions.engine import watchdog
+    from executions.redis_client import redis_client
+
+    settings.WECONNECT_RECOVERY_FALLBACK_SECONDS = 30
+    client = redis_client()
+    prefix = settings.WECONNECT_KEY_PREFIX
+    client.delete(f"{prefix}metrics:recovery_last_run", f"{prefix}metrics:recovery_watched_since")
+    t = time.time()
+    assert not watchdog.is_due(now=t)
+    assert not watchdog.is_due(now=t + 29)
+    assert watchdog.is_due(now=t + 31)
+    client.set(f"{prefix}metrics:recovery_last_run", repr(t + 31))  # a pass ran
+    assert not watchdog.is_due(now=t + 40)
+    assert watchdog.is_due(now=t + 62)

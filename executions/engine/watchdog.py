@@ -36,13 +36,26 @@ def _lock_key() -> str:
     return f"{settings.WECONNECT_KEY_PREFIX}recovery:fallback"
 
 
+def _since_key() -> str:
+    # Beside the pass's own mark (metrics:recovery_last_run), among the keys meant to stay.
+    return f"{settings.WECONNECT_KEY_PREFIX}metrics:recovery_watched_since"
+
+
 def is_due(now: float | None = None) -> bool:
-    """Whether the last recovery pass is older than the fallback allows (or none ran yet)."""
+    """Whether the last recovery pass is older than the fallback allows. With no pass on
+    record (none ran yet, or Redis restarted and lost the mark) the watch counts from the
+    moment a worker first saw none (kept in Redis for every worker): Beat gets its usual time
+    to run the pass before a worker does."""
     after = settings.WECONNECT_RECOVERY_FALLBACK_SECONDS
     if after <= 0:
         return False
-    last = counters.recovery_last_run(redis_client())
-    return last is None or (now or time.time()) - last > after
+    now = now or time.time()
+    client = redis_client()
+    last = counters.recovery_last_run(client)
+    if last is None:
+        client.set(_since_key(), repr(now), nx=True, ex=max(60, 10 * after))
+        last = float(client.get(_since_key()) or now)
+    return now - last > after
 
 
 def run_if_due() -> dict | None:
