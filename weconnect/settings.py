@@ -125,6 +125,19 @@ if (
 ):
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
+# Server-side parameter binding lets psycopg prepare a statement on a connection after it has
+# run it DATABASE_PREPARE_THRESHOLD times (parse and plan once, not at every hop). Not behind a
+# pooler in transaction mode, where a prepared statement would outlive its server connection.
+DATABASE_SERVER_SIDE_BINDING = env_bool("DATABASE_SERVER_SIDE_BINDING", True)
+if (
+    DATABASE_SERVER_SIDE_BINDING
+    and DATABASE_POOLER != "transaction"
+    and DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3"
+):
+    DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = env_int(
+        "DATABASE_PREPARE_THRESHOLD", 2, minimum=0
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -223,7 +236,6 @@ WECONNECT_MAX_OUTPUT_BYTES = env_int("WECONNECT_MAX_OUTPUT_BYTES", 1024 * 1024, 
 WECONNECT_STALE_AFTER = env_int("WECONNECT_STALE_AFTER", 24 * 3600, minimum=60)
 WECONNECT_RETENTION_DAYS = env_int("WECONNECT_RETENTION_DAYS", 30, minimum=1)
 WECONNECT_SWEEP_BATCH = env_int("WECONNECT_SWEEP_BATCH", 500, minimum=1)
-WECONNECT_LOCK_TTL_SECONDS = env_int("WECONNECT_LOCK_TTL_SECONDS", 30, minimum=1)
 # A rate-limited node whose limit cannot be checked (Redis unreachable) waits this many
 # seconds and tries again, rather than running unchecked.
 WECONNECT_RATE_LIMIT_UNAVAILABLE_DELAY = env_float(
