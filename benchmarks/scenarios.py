@@ -487,7 +487,7 @@ def scenario_trigger(ctx: Context, *, web_workers: int, web_threads: int) -> dic
 
 
 def scenario_memory(ctx: Context) -> dict:
-    from executions.engine.locks import redis_client
+    from executions.redis_client import redis_client
 
     total = 1000 if ctx.quick else 5000
     batch = 250

@@ -89,15 +89,15 @@ class Graph:
         return [k for k in self.nodes if not self.outgoing[k]]
 
     def ends_in_one_statement(self, key: str) -> bool:
-        """Whether a success of ``key`` can be recorded together with what it makes ready by
-        one statement: every successor has ``key`` as its only predecessor and is reached by
-        a plain success connection (nothing to skip, no join to count), or ``key`` is the
-        workflow's only sink (its success completes the execution)."""
-        succs = self._succs[key]
-        if not succs:
+        """Whether a success of ``key`` can be recorded together with what it changes by one
+        statement: every successor that has ``key`` as its only predecessor is reached by a
+        plain success connection (it runs; nothing to skip), joins being only counted down;
+        or ``key`` is the workflow's only sink (its success completes the execution)."""
+        if not self._succs[key]:
             return self.sink_keys() == [key]
-        return all(len(self._preds[s]) == 1 for s in succs) and all(
-            e.type == SUCCESS and e.branch is None for e in self.outgoing[key]
+        return all(
+            len(self._preds[e.target]) > 1 or (e.type == SUCCESS and e.branch is None)
+            for e in self.outgoing[key]
         )
 
     def has_error_route(self, key: str) -> bool:

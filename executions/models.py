@@ -301,6 +301,10 @@ class NodeRun(models.Model):
     attempt_log = models.JSONField(default=list, blank=True)
     # Why a queued run is not running yet: {"rate_limit": name, "key": ..., "until": ...}.
     waiting_for = models.JSONField(null=True, blank=True)
+    # A join's (several predecessors) count of predecessors not finished yet. The statement
+    # that finishes a predecessor counts it down under the join's row lock; the one that
+    # brings it to 0 decides the join (run or skip). Null for other nodes.
+    predecessors_left = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -318,6 +322,12 @@ class NodeRun(models.Model):
                 fields=["lease_expires_at"],
                 condition=Q(status="running"),
                 name="node_run_lease",
+            ),
+            # Recovery: joins counted down to 0 whose decision was lost with its process.
+            models.Index(
+                fields=["execution"],
+                condition=Q(status="pending", predecessors_left=0),
+                name="node_run_join_ready",
             ),
             # Health's "failed in the last hour" and the metrics view's latest failures.
             models.Index(

@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from executions.engine.locks import RedisLock, key, redis_client
 from executions.engine.recovery import recovery_run
 from executions.graph import Edge, Graph, NodeSpec, Outcome, decide, find_cycle, is_error_output
 from executions.models import Execution, NodeRun
@@ -15,28 +14,6 @@ from executions.services.executions import execution_create
 from executions.states import NODE_RUN_TRANSITIONS
 from executions.store.transition import transition
 from tests.support.workflows import edge, make_workflow, node
-
-
-def test_redis_lock_is_exclusive_and_released_only_by_its_owner():
-    name = key("test-lock", "x")
-    first, second = RedisLock(name, ttl_seconds=5), RedisLock(name, ttl_seconds=5)
-    assert first.acquire(timeout=0.1)
-    assert not second.acquire(timeout=0.1)
-    second.held = True  # even a confused holder cannot release a lock it does not own
-    second.release()
-    assert redis_client().get(name) == first.token.encode()
-    first.release()
-    assert redis_client().get(name) is None
-    assert second.acquire(timeout=0.1)
-    second.release()
-
-
-def test_redis_lock_expires():
-    name = key("test-lock", "ttl")
-    lock = RedisLock(name, ttl_seconds=1)
-    assert lock.acquire(timeout=0.1)
-    assert 0 < redis_client().pttl(name) <= 1000
-    lock.release()
 
 
 def test_decide_waits_runs_and_skips():

@@ -154,10 +154,10 @@ def test_recovery_redispatch_is_counted(worker, client, user):
 
 def test_exposition_when_redis_is_unreachable(worker, client, closed_port):
     # Counters are read through the engine's Redis client; point it at a closed port.
-    from executions.engine import locks
+    from executions import redis_client as clients
 
     url = f"redis://127.0.0.1:{closed_port}/0"
-    locks.redis_client.cache_clear()
+    clients.redis_client.cache_clear()
     try:
         with override_settings(REDIS_URL=url, CELERY_BROKER_URL=url):
             started = time.monotonic()
@@ -167,7 +167,7 @@ def test_exposition_when_redis_is_unreachable(worker, client, closed_port):
             counters.record_node_run("noop", "succeeded", 0.01, 0.01)
             counters.flush()
     finally:
-        locks.redis_client.cache_clear()
+        clients.redis_client.cache_clear()
     assert value(samples, "weconnect_metrics_source_up", source="redis") == 0
     assert value(samples, "weconnect_metrics_source_up", source="broker") == 0
     assert value(samples, "weconnect_metrics_source_up", source="database") == 1

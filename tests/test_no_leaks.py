@@ -7,8 +7,8 @@ import time
 import pytest
 from django.conf import settings
 
-from executions.engine.locks import redis_client
 from executions.models import Execution
+from executions.redis_client import redis_client
 from executions.services.executions import execution_cancel, execution_create
 from tests.support.workflows import edge, make_workflow, node, wait_all
 

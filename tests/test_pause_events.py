@@ -152,4 +152,5 @@ def test_admin_pause_and_unpause_buttons(admin_client, worker, user):
     assert 'id="wc-unpause"' in page and 'id="wc-pause"' not in page
     wait_run(execution, "a", {"succeeded"})
     admin_client.post(f"/admin/executions/execution/{execution.id}/unpause/")
-    assert wait_for(execution.id).status == "succeeded"
+    done = wait_for(execution.id)
+    assert done.status == "succeeded", (done.error, list(done.node_runs.values()))

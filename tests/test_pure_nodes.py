@@ -102,7 +102,10 @@ def test_a_duplicate_message_computes_again_and_one_result_is_kept(user):
                     pure=store.PureStart(started_at=now, task_id=task_id, not_before=now),
                 )
             )
-        assert results == [(True, "pending", [("b", "b-m-1")]), (False, "running", [])]
+        assert results == [
+            (True, "pending", [("b", "b-m-1")], {}),
+            (False, "running", [], {}),
+        ]
         a = NodeRun.objects.get(execution=execution, node="a")
         assert (a.status, a.attempts, a.task_id) == ("succeeded", 1, "m-1")
         assert NodeRun.objects.get(execution=execution, node="b").task_id == "b-m-1"
@@ -149,7 +152,7 @@ def test_an_execution_stopped_while_the_node_ran_records_nothing(user):
             execution_id=str(execution.id), node="a", now=now, not_before=now
         )
         Execution.objects.filter(id=execution.id).update(status="cancelled")
-        done, status, queued = store.node_run_end_and_queue(
+        done, status, queued, counted = store.node_run_end_and_queue(
             execution_id=execution.id,
             node="a",
             attempt=1,
@@ -161,7 +164,7 @@ def test_an_execution_stopped_while_the_node_ran_records_nothing(user):
             successors=[("b", "t-b")],
             pure=store.PureStart(started_at=now, task_id="t-a", not_before=now),
         )
-    assert (done, queued) == (False, [])
+    assert (done, queued, counted) == (False, [], {})
     assert NodeRun.objects.get(execution=execution, node="a").status == "queued"
     assert NodeRun.objects.get(execution=execution, node="b").status == "pending"
 
@@ -279,8 +282,8 @@ def test_which_ends_take_one_statement():
     assert g.ends_in_one_statement("b")  # its only successor has it as only predecessor
     assert not g.ends_in_one_statement("a")  # an error route to skip on success
     assert not g.ends_in_one_statement("if")  # branches: one side is skipped
-    assert not g.ends_in_one_statement("yes")  # a predecessor of a join
-    assert not g.ends_in_one_statement("j")  # its successor z is a join (of j and c)
+    assert g.ends_in_one_statement("yes")  # a predecessor of a join: counts it down
+    assert g.ends_in_one_statement("j")  # its successor z is a join (of j and c)
     assert g.ends_in_one_statement("z")  # the only sink: its success completes the execution
     assert Graph([NodeSpec("only", "noop")], []).ends_in_one_statement("only")
     assert not Graph([NodeSpec("x", "noop"), NodeSpec("y", "noop")], []).ends_in_one_statement("x")

@@ -205,7 +205,7 @@ def test_the_store_statements_are_one_round_trip_each(user, django_assert_num_qu
             )
         assert claimed is not None and claimed.execution.status == "running"
         with django_assert_num_queries(1):
-            done, status, queued = store.node_run_end_and_queue(
+            done, status, queued, counted = store.node_run_end_and_queue(
                 execution_id=execution.id,
                 node="a",
                 attempt=1,
@@ -216,7 +216,7 @@ def test_the_store_statements_are_one_round_trip_each(user, django_assert_num_qu
                 now=now,
                 successors=[("b", "t-b")],
             )
-        assert (done, status, queued) == (True, "running", [("b", "t-b")])
+        assert (done, status, queued, counted) == (True, "running", [("b", "t-b")], {})
         assert store.node_run_claim(
             execution_id=str(execution.id),
             node="b",

@@ -8,7 +8,7 @@
 - ``completion``: the end of an execution (complete, stop, fail, cancel, time out) and the
   wake-up of a waiting parent.
 - ``recovery``: re-dispatching what the broker lost and reclaiming runs whose worker died.
-- ``locks``, ``heartbeat``, ``retry``, ``snapshots``, ``deadlocks``: their small tools.
+- ``heartbeat``, ``retry``, ``snapshots``, ``deadlocks``: their small tools.
 
 Every status it changes is changed through :mod:`executions.store`.
 """

@@ -16,7 +16,6 @@ from executions.engine.deadlocks import retry_on_deadlock
 from executions.engine.wake import node_run_wake_locked
 from executions.graph import Graph
 from executions.models import Execution, NodeRun
-from executions.redis_client import key, redis_client
 from executions.states import (
     EXECUTION_ACTIVE,
     EXECUTION_UNFINISHED,
@@ -123,7 +122,6 @@ def execution_terminate(
 
     stopped = bool(retry_on_deadlock(work))
     if stopped:
-        _release_execution_keys(execution_id)
         # Sub-workflows started by this execution stop with it.
         for child in Execution.objects.filter(
             parent_node_run__execution_id=execution_id, status__in=EXECUTION_UNFINISHED
@@ -149,21 +147,6 @@ def execution_time_out_if_due(*, execution_id, now=None) -> bool:
         now=now,
         only_if_due=True,
     )
-
-
-def _release_execution_keys(execution_id) -> None:
-    """Drop any Redis key of ours that belongs to this execution (join locks expire on their
-    own, but a cancelled execution should leave nothing behind at all)."""
-    try:
-        client = redis_client()
-        keys = list(client.scan_iter(match=key("lock", execution_id, "*"), count=500))
-        if keys:
-            client.delete(*keys)
-    except Exception as exc:
-        log.warning(
-            "could not release execution keys",
-            extra={"execution_id": str(execution_id), "error": repr(exc)},
-        )
 
 
 def node_run_children_cancel(*, node_run_id: int, message: str, now=None) -> int:

@@ -13,7 +13,9 @@ lost:
 4. deferred executions that are due (a debounce window whose countdown was lost, a scheduled
    run buffered behind one that has finished): started;
 5. executions queued behind a concurrency limit whose line has a free slot (a release lost to a
-   crash): admitted.
+   crash): admitted;
+6. joins counted down to 0 and still pending (the process that brought the count to 0 died
+   before deciding them): queued or skipped.
 
 Each repair is a compare-and-set, so two passes running at once, or a pass racing a late
 message, do no harm: a message sent twice is claimed once.
@@ -32,8 +34,8 @@ from django.utils import timezone
 
 from executions import counters, store
 from executions.engine import dispatch
-from executions.engine.completion import execution_time_out_if_due
-from executions.engine.routing import Finish, node_run_finish
+from executions.engine.completion import execution_complete_if_done, execution_time_out_if_due
+from executions.engine.routing import Finish, join_decide, node_run_finish
 from executions.engine.snapshots import graph_for
 from executions.engine.start import concurrency_admit, concurrency_lines, deferred_start_due
 from executions.models import Execution, NodeRun
@@ -56,6 +58,7 @@ class RecoveryReport:
     timed_out: int = 0
     deferred_started: int = 0
     admitted: int = 0
+    joins_decided: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -75,6 +78,7 @@ def recovery_run(*, now=None, batch: int | None = None) -> RecoveryReport:
     report.admitted = sum(
         concurrency_admit(workflow_id=w, key=k, now=now) for w, k in concurrency_lines()
     )
+    report.joins_decided = _decide_ready_joins(batch)
     counters.record_recovery(report.as_dict())
     if any(report.as_dict().values()):
         log.info("recovery pass", extra=report.as_dict())
@@ -148,6 +152,37 @@ def _redispatch_due(now, batch: int) -> int:
             extra={"count": sent, "node_runs": [i.node for i in items][:20]},
         )
     return sent
+
+
+def _decide_ready_joins(batch: int) -> int:
+    """Joins whose count reached 0 without a decision (partial index node_run_join_ready)."""
+    rows = list(
+        NodeRun.objects.filter(
+            status=N.PENDING, predecessors_left=0, execution__status__in=EXECUTION_ACTIVE
+        )
+        .select_related("execution")
+        .only(
+            "id",
+            "node",
+            "execution__id",
+            "execution__snapshot_id",
+            "execution__parent_node_run_id",
+            "execution__concurrency_key",
+        )[:batch]
+    )
+    decided = 0
+    for run in rows:
+        graph = graph_for(run.execution.snapshot_id)
+        if not join_decide(run.execution, graph, run.node):
+            with transaction.atomic():  # skipped, and nothing else is left: maybe complete
+                execution_complete_if_done(run.execution, graph, timezone.now())
+        if not NodeRun.objects.filter(id=run.id, status=N.PENDING).exists():
+            decided += 1
+            log.warning(
+                "decided a join whose decision was lost",
+                extra={"execution_id": str(run.execution_id), "node": run.node},
+            )
+    return decided
 
 
 def _reclaim_expired(now, batch: int) -> tuple[int, int]:

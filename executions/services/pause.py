@@ -82,6 +82,16 @@ def _resume(execution_id, now) -> None:
     if execution.status not in (E.RUNNING, E.PENDING):
         return
     graph = graph_for(execution.snapshot_id)
+    # Runs that finished while paused counted no join down. Lock the pending joins before
+    # reading any status: a predecessor that counts one down now waits for this transaction
+    # and counts down from the count set here, which saw it unfinished.
+    joins = [k for k in graph.nodes if len(graph.predecessors(k)) > 1]
+    if joins:
+        list(
+            NodeRun.objects.select_for_update()
+            .filter(execution_id=execution_id, node__in=joins, status=N.PENDING)
+            .values_list("id", flat=True)
+        )
     runs = {r.node: r for r in NodeRun.objects.filter(execution_id=execution_id)}
     known = {
         key: Outcome(r.status, r.branch, r.output)
@@ -95,6 +105,7 @@ def _resume(execution_id, now) -> None:
             execution_fail_unhandled(execution_id, node=key, error=r.error, now=now)
             return
     items: list[dispatch.Dispatch] = []
+    recount: dict[str, int] = {}
     for key in graph.topological_order():
         run = runs.get(key)
         if run is None or run.status != N.PENDING:
@@ -110,14 +121,13 @@ def _resume(execution_id, now) -> None:
                 now=now,
             )
             if queued:
-                items.append(
-                    dispatch.Dispatch(
-                        str(execution_id), key, task_id, graph.nodes[key].timeout_seconds
-                    )
-                )
+                items.append(dispatch.for_node(str(execution_id), graph, key, task_id))
         elif verdict == "skip":
             if store.node_run_skip(execution_id=execution_id, node=key, now=now):
                 known[key] = Outcome(N.SKIPPED)
+        elif key in joins:
+            recount[key] = sum(1 for p in graph.predecessors(key) if p not in known)
+    store.node_runs_recount(execution_id=execution_id, counts=recount)
     # Runs whose messages were dropped while paused: due now, or parked for a sub-workflow
     # that may have finished meanwhile (its wake was refused) — the node looks again.
     waiting = NodeRun.objects.filter(
@@ -141,11 +151,7 @@ def _resume(execution_id, now) -> None:
                 now=now,
             )
         if moved:
-            items.append(
-                dispatch.Dispatch(
-                    str(execution_id), run.node, task_id, graph.nodes[run.node].timeout_seconds
-                )
-            )
+            items.append(dispatch.for_node(str(execution_id), graph, run.node, task_id))
     if items:
         dispatch.send_on_commit(items)
     else:

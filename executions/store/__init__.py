@@ -21,6 +21,7 @@ from executions.store.executions import (  # noqa: F401
 from executions.store.node_runs import (  # noqa: F401
     PureStart,
     node_run_claim,
+    node_run_count_down,
     node_run_end,
     node_run_end_and_complete,
     node_run_end_and_queue,
@@ -36,4 +37,5 @@ from executions.store.node_runs import (  # noqa: F401
     node_run_wake,
     node_runs_cancel,
     node_runs_create,
+    node_runs_recount,
 )

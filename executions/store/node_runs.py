@@ -262,10 +262,15 @@ def node_runs_create(
 ) -> None:
     """The node runs of a new execution, in one INSERT: reused ones succeeded (copied from an
     earlier execution), the start nodes queued with their ``task_ids``, the nodes known to
-    be skipped skipped, the rest pending."""
+    be skipped skipped, the rest pending; a pending join counts its predecessors that are not
+    finished (reused or skipped) yet."""
     rows = []
+    finished = set(reused) | set(skip)
     for key, spec in graph.nodes.items():
         row = NodeRun(execution=execution, node=key, node_type=spec.type)
+        preds = graph.predecessors(key)
+        if len(preds) > 1 and key not in reused and key not in queue and key not in skip:
+            row.predecessors_left = sum(1 for p in preds if p not in finished)
         if key in reused:
             old = reused[key]
             row.status, row.input, row.output, row.branch = (
@@ -343,14 +348,16 @@ def node_run_end_and_queue(
     error,
     now,
     successors: list[tuple[str, str]],
+    joins: list[str] = (),
     pure: PureStart | None = None,
-) -> tuple[bool, str | None, list[tuple[str, str]]]:
-    """PostgreSQL, autocommit: :func:`node_run_end` and :func:`node_run_queue` of
-    ``successors`` ((node, task id) pairs, each with this node as its only predecessor) in one
-    statement; they are queued only if the end was recorded and the execution is active.
-    With ``pure``, the run ends from ``queued`` (attempt ``attempt`` not yet counted, see
-    :func:`node_run_peek`) and a pending execution starts, in the same statement.
-    Returns (ended, the execution's status, the (node, task id) pairs queued)."""
+) -> tuple[bool, str | None, list[tuple[str, str]], dict[str, int]]:
+    """PostgreSQL, autocommit: :func:`node_run_end`, :func:`node_run_queue` of ``successors``
+    ((node, task id) pairs, each with this node as its only predecessor) and
+    :func:`node_run_count_down` of ``joins`` in one statement; successors are queued and joins
+    counted only if the end was recorded and the execution is active. With ``pure``, the run
+    ends from ``queued`` (attempt ``attempt`` not yet counted, see :func:`node_run_peek`) and
+    a pending execution starts, in the same statement. Returns (ended, the execution's status,
+    the (node, task id) pairs queued, {join: predecessors left} for the joins counted down)."""
     # Raises unless the transition is in the table.
     sources_for(T, status, [N.QUEUED] if pure else [N.RUNNING])
     with connection.cursor() as cursor:
@@ -367,11 +374,44 @@ def node_run_end_and_queue(
                 "attempt": attempt,
                 "succ_nodes": [n for n, _ in successors],
                 "succ_tasks": [t for _, t in successors],
+                "join_nodes": list(joins),
                 **_pure_params(pure),
             },
         )
-        done, ex_status, queued_nodes, queued_tasks = cursor.fetchone()
-    return bool(done), ex_status, list(zip(queued_nodes, queued_tasks, strict=True))
+        done, ex_status, queued_nodes, queued_tasks, counted, left = cursor.fetchone()
+    return (
+        bool(done),
+        ex_status,
+        list(zip(queued_nodes, queued_tasks, strict=True)),
+        dict(zip(counted, left, strict=True)),
+    )
+
+
+def node_run_count_down(*, execution_id, node: str) -> int | None:
+    """One predecessor of the join ``node`` has finished: its count goes down by one, under
+    the join's row lock (held until the caller's transaction ends). Returns the count left, or
+    None when the join is not pending or keeps no count (a run created before joins were
+    counted): the caller then reads the predecessors under the lock instead. No status
+    changes."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE executions_noderun SET predecessors_left = predecessors_left - 1"
+            " WHERE execution_id = %s AND node = %s AND status = %s AND predecessors_left > 0"
+            " RETURNING predecessors_left",
+            [str(execution_id), node, N.PENDING],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def node_runs_recount(*, execution_id, counts: dict[str, int]) -> None:
+    """Set the counts of pending joins anew (``{join: predecessors not finished}``), read by
+    the caller under the joins' row locks: an unpause, after runs that finished while paused
+    routed nothing. No status changes."""
+    for node, left in counts.items():
+        NodeRun.objects.filter(execution_id=execution_id, node=node, status=N.PENDING).update(
+            predecessors_left=left
+        )
 
 
 def node_run_end_and_complete(

@@ -108,12 +108,14 @@ _STARTED_PURE = f""", started AS (
 
 
 def _end_and_queue(pure: bool) -> str:
-    """The end of a run whose successors each have it as their only predecessor, in one
-    statement (autocommit): record the finished run and queue those successors. The queue step
-    only happens if this run was still ours (`done`) and the execution is active, and only
-    moves successors still `pending`. A cancel racing it is ordered by the successors' row
-    locks exactly as in the general path. %(status)s is succeeded or failed, checked by the
-    caller against the table."""
+    """The end of a run in one statement (autocommit): record the finished run, queue the
+    successors that have it as their only predecessor, and count down the joins among its
+    successors (`predecessors_left`, returned as it is after this statement: the caller
+    decides a join its statement brought to 0). Queueing and counting only happen if this run
+    was still ours (`done`) and the execution is active, and only touch successors still
+    `pending`. A cancel racing it is ordered by the successors' row locks exactly as in the
+    general path. %(status)s is succeeded or failed, checked by the caller against the
+    table."""
     return f"""
 WITH done AS ({_DONE_PURE if pure else _DONE_CLAIMED}
 ){_STARTED_PURE if pure else ""}, ex AS (
@@ -128,9 +130,18 @@ WITH done AS ({_DONE_PURE if pure else _DONE_CLAIMED}
        AND EXISTS (SELECT 1 FROM done)
        AND (SELECT status FROM ex) IN {in_(EXECUTION_ACTIVE)}
     RETURNING nr.node, nr.task_id
+), counted AS (
+    UPDATE executions_noderun AS nr
+       SET predecessors_left = nr.predecessors_left - 1
+     WHERE nr.execution_id = %(execution_id)s AND nr.node = ANY(%(join_nodes)s::text[])
+       AND nr.status = {_word(N.PENDING)} AND nr.predecessors_left > 0
+       AND EXISTS (SELECT 1 FROM done)
+       AND (SELECT status FROM ex) IN {in_(EXECUTION_ACTIVE)}
+    RETURNING nr.node, nr.predecessors_left
 )
 SELECT (SELECT count(*) FROM done), (SELECT status FROM ex),
-       ARRAY(SELECT node FROM queued), ARRAY(SELECT task_id FROM queued)
+       ARRAY(SELECT node FROM queued), ARRAY(SELECT task_id FROM queued),
+       ARRAY(SELECT node FROM counted), ARRAY(SELECT predecessors_left FROM counted)
 """
 
 
