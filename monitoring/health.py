@@ -244,8 +244,12 @@ class HealthCheck:
         conn = connections[self.database]
         if conn.vendor == "postgresql":
             with conn.cursor() as cursor:
-                # SET LOCAL: the limit ends with this transaction, never leaks to other work.
-                cursor.execute("SET LOCAL statement_timeout = %s", [int(self.probe_timeout * 1000)])
+                # Local (like SET LOCAL, which takes no bound parameter): the limit ends with this
+                # transaction, never leaks to other work.
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    [str(int(self.probe_timeout * 1000))],
+                )
 
     def probe_database(self) -> dict[str, Any]:
         started = time.perf_counter()

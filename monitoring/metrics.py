@@ -59,8 +59,11 @@ def _statement_timeout(seconds: float) -> None:
     conn = connections["default"]
     if conn.vendor == "postgresql":
         with conn.cursor() as cursor:
-            # SET LOCAL: the limit ends with the surrounding transaction.
-            cursor.execute("SET LOCAL statement_timeout = %s", [int(seconds * 1000)])
+            # Local (like SET LOCAL, which takes no bound parameter): the limit ends with the
+            # surrounding transaction.
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, true)", [str(int(seconds * 1000))]
+            )
 
 
 def database_figures(*, now=None, timeout: float = 2.0) -> dict[str, Any]:
