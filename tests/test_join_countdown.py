@@ -19,7 +19,7 @@ from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
 from executions.services.pause import execution_pause, execution_unpause
 from tests.support.broker import PrivateBroker
-from tests.support.workflows import edge, make_workflow, node
+from tests.support.workflows import edge, end_hop, make_workflow, node
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,21 +107,8 @@ def test_a_decision_lost_with_its_process_is_made_by_recovery(user):
     with PrivateBroker():
         execution, _ = execution_create(workflow=wf, input={"x": 1})
         assert run("a", execution, pure=True) == "succeeded"
-        now = timezone.now()
         for key in ("b", "c"):
-            done, _, queued, counted = store.node_run_end_and_queue(
-                execution_id=execution.id,
-                node=key,
-                attempt=1,
-                status="succeeded",
-                output={key: True},
-                branch=None,
-                error=None,
-                now=now,
-                successors=[],
-                joins=["join"],
-                pure=store.PureStart(started_at=now, task_id=f"t-{key}", not_before=now),
-            )
+            done, _, queued, counted = end_hop(execution, key, output={key: True}, joins=["join"])
             assert done and queued == []
         assert counted == {"join": 0}
         assert left(execution) == ("pending", 0)  # nobody decided it
@@ -153,20 +140,14 @@ def test_a_join_that_all_predecessors_skip_is_skipped_by_recovery_too(user):
     with PrivateBroker():
         execution, _ = execution_create(workflow=wf, input={})
         assert run("a", execution, pure=True) == "succeeded"
-        now = timezone.now()
         for key in ("b", "c"):
-            done, _, queued, counted = store.node_run_end_and_queue(
-                execution_id=execution.id,
-                node=key,
-                attempt=1,
+            done, _, queued, counted = end_hop(
+                execution,
+                key,
                 status="failed",
-                output=None,
-                branch=None,
                 error={"message": "no"},
-                now=now,
                 successors=[(f"e{key}", f"t-e{key}")],
                 joins=["join"],
-                pure=store.PureStart(started_at=now, task_id=f"t-{key}", not_before=now),
             )
             assert done and queued == [(f"e{key}", f"t-e{key}")]
         assert left(execution) == ("pending", 0)
@@ -196,17 +177,8 @@ def test_an_unpause_recounts_what_finished_while_paused(user):
         )
         assert claimed is not None
         execution_pause(execution=Execution.objects.get(id=execution.id))
-        done, status, _, counted = store.node_run_end_and_queue(
-            execution_id=execution.id,
-            node="b",
-            attempt=1,
-            status="succeeded",
-            output={"b": 1},
-            branch=None,
-            error=None,
-            now=timezone.now(),
-            successors=[],
-            joins=["join"],
+        done, status, _, counted = end_hop(
+            execution, "b", output={"b": 1}, joins=["join"], pure=False
         )
         assert (done, status, counted) == (True, "paused", {})
         assert left(execution) == ("pending", 2)  # b's end counted nothing down

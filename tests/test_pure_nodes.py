@@ -28,7 +28,7 @@ from executions.graph import Edge, Graph, NodeSpec
 from executions.models import Execution, NodeRun
 from executions.services.executions import execution_create
 from tests.support.broker import PrivateBroker
-from tests.support.workflows import edge, make_workflow, node, wait_for
+from tests.support.workflows import edge, end_hop, make_workflow, node, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -86,22 +86,10 @@ def test_a_duplicate_message_computes_again_and_one_result_is_kept(user):
             execution_id=str(execution.id), node="a", now=now, not_before=now
         )
         assert first is not None and second is not None and first.attempts == second.attempts == 1
-        results = []
-        for task_id in ("m-1", "m-2"):
-            results.append(
-                store.node_run_end_and_queue(
-                    execution_id=execution.id,
-                    node="a",
-                    attempt=1,
-                    status="succeeded",
-                    output={"x": 1},
-                    branch=None,
-                    error=None,
-                    now=now,
-                    successors=[("b", f"b-{task_id}")],
-                    pure=store.PureStart(started_at=now, task_id=task_id, not_before=now),
-                )
-            )
+        results = [
+            end_hop(execution, "a", output={"x": 1}, successors=[("b", f"b-{t}")], task_id=t)
+            for t in ("m-1", "m-2")
+        ]
         assert results == [
             (True, "pending", [("b", "b-m-1")], {}),
             (False, "running", [], {}),
@@ -152,17 +140,8 @@ def test_an_execution_stopped_while_the_node_ran_records_nothing(user):
             execution_id=str(execution.id), node="a", now=now, not_before=now
         )
         Execution.objects.filter(id=execution.id).update(status="cancelled")
-        done, status, queued, counted = store.node_run_end_and_queue(
-            execution_id=execution.id,
-            node="a",
-            attempt=1,
-            status="succeeded",
-            output={},
-            branch=None,
-            error=None,
-            now=now,
-            successors=[("b", "t-b")],
-            pure=store.PureStart(started_at=now, task_id="t-a", not_before=now),
+        done, status, queued, counted = end_hop(
+            execution, "a", output={}, successors=[("b", "t-b")]
         )
     assert (done, queued, counted) == (False, [], {})
     assert NodeRun.objects.get(execution=execution, node="a").status == "queued"

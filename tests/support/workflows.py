@@ -80,3 +80,40 @@ def wait_all(ids, timeout: float = 120.0) -> list[Execution]:
 
 def runs_by_node(execution: Execution) -> dict[str, Any]:
     return {r.node: r for r in execution.node_runs.all()}
+
+
+def end_hop(
+    execution,
+    node: str,
+    *,
+    output=None,
+    status: str = "succeeded",
+    error=None,
+    successors=(),
+    joins=(),
+    pure: bool = True,
+    task_id: str | None = None,
+):
+    """One end-of-hop statement of the store, as a worker's task body would run it: the first
+    attempt of ``node`` ends (from ``queued`` when ``pure``, else from its claimed ``running``),
+    queueing ``successors`` ((node, task id) pairs) and counting ``joins`` down. Returns the
+    store's (ended, execution status, queued, {join: left})."""
+    from django.utils import timezone
+
+    from executions import store
+
+    now = timezone.now()
+    start = store.PureStart(started_at=now, task_id=task_id or f"t-{node}", not_before=now)
+    return store.node_run_end_and_queue(
+        execution_id=execution.id,
+        node=node,
+        attempt=1,
+        status=status,
+        output=output,
+        branch=None,
+        error=error,
+        now=now,
+        successors=list(successors),
+        joins=list(joins),
+        pure=start if pure else None,
+    )
