@@ -27,7 +27,9 @@ from weconnect import tracing
     ignore_result=True,
     max_retries=0,
 )
-def run_node(self, execution_id: str, node: str, pure: bool = False) -> str:
+def run_node(
+    self, execution_id: str, node: str, pure: bool = False, run: dict | None = None
+) -> str:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     parent = execution_trace_context(execution_id) if tracing.enabled() else None
     with tracing.node_run_span(execution_id=execution_id, node=node, parent=parent) as span:
@@ -37,6 +39,7 @@ def run_node(self, execution_id: str, node: str, pure: bool = False) -> str:
             task_id=self.request.id,
             redelivered=redelivered,
             pure=pure,
+            carried=run,
         )
         tracing.node_run_outcome(span, outcome)
     return outcome

@@ -47,6 +47,75 @@ def _writes(queries) -> list[str]:
     return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(WRITES)]
 
 
+def sent(broker) -> dict[str, dict]:
+    """The keyword arguments of every run_node message waiting in the broker, by node."""
+    client = redis.Redis.from_url(broker.url)
+    kwargs = {}
+    for key in client.keys("*"):
+        if client.type(key) != b"list":
+            continue
+        for raw in client.lrange(key, 0, -1):
+            args, kw, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+            kwargs[args[1]] = kw
+        client.delete(key)
+    return kwargs
+
+
+def test_a_carried_context_spares_the_read(user, settings):
+    """The end of a hop sends the pure successor's message with its input and its execution's
+    context; the successor's task then runs one statement, its end. A context that no longer
+    holds (the run ended meanwhile) records nothing; one too large is not carried."""
+    keys = ["a", "b", "c"]
+    wf = make_workflow(
+        user, [node(k) for k in keys], [edge(x, y) for x, y in zip(keys, keys[1:], strict=False)]
+    )
+    with PrivateBroker() as broker:
+        execution, _ = execution_create(workflow=wf, input={"x": 1})
+        assert sent(broker) == {"a": {"pure": True}}
+        assert run("a", execution) == "succeeded"
+        kw = sent(broker)["b"]
+        assert kw["pure"] is True and kw["run"]["input"] == {"x": 1}
+        assert kw["run"]["execution"]["input"] == {"x": 1}
+        with CaptureQueriesContext(connection) as ctx:
+            outcome = node_run_execute(
+                execution_id=str(execution.id),
+                node="b",
+                task_id="t-b",
+                pure=True,
+                carried=kw["run"],
+            )
+        assert outcome == "succeeded"
+        assert len(ctx.captured_queries) == 1 and len(_writes(ctx.captured_queries)) == 1
+        # The same message again (a duplicate): its end finds b ended, nothing is recorded.
+        again = node_run_execute(
+            execution_id=str(execution.id), node="b", task_id="t-b2", pure=True, carried=kw["run"]
+        )
+        assert again == "discarded"
+        b = NodeRun.objects.get(execution=execution, node="b")
+        assert (b.status, b.attempts, b.task_id, b.output) == ("succeeded", 1, "t-b", {"x": 1})
+        assert b.worker and b.started_at and b.queued_at
+        kw = sent(broker)["c"]
+        assert len(kw["run"]["execution"]) == 7
+        assert (
+            node_run_execute(
+                execution_id=str(execution.id),
+                node="c",
+                task_id="t-c",
+                pure=True,
+                carried=kw["run"],
+            )
+            == "succeeded"
+        )
+        execution.refresh_from_db()
+        assert execution.status == "succeeded" and execution.output == {"c": {"x": 1}}
+
+        settings.WECONNECT_CARRY_MAX_BYTES = 64
+        big, _ = execution_create(workflow=wf, input={"x": "y" * 100})
+        sent(broker)
+        assert run("a", big) == "succeeded"
+        assert sent(broker) == {"b": {"pure": True}}  # too large to carry: b's task reads it
+
+
 def test_a_pure_chain_writes_once_per_hop(user):
     keys = ["a", "b", "c", "d"]
     wf = make_workflow(
@@ -222,15 +291,8 @@ def test_the_message_carries_the_hint_only_for_pure_nodes(user):
     with PrivateBroker() as broker:
         execution, _ = execution_create(workflow=wf, input={})
         graph = graph_for(execution.snapshot_id)
-        client = redis.Redis.from_url(broker.url)
-        kwargs = {}
-        for key in client.keys("*"):
-            if client.type(key) != b"list":
-                continue
-            for raw in client.lrange(key, 0, -1):
-                message = json.loads(raw)
-                args, kw, _ = json.loads(base64.b64decode(message["body"]))
-                kwargs[args[1]] = kw
+        kwargs = sent(broker)
+    # Start nodes' messages carry the hint only: their input is the execution's, read.
     assert kwargs == {"plain": {"pure": True}, "call": {}}
     assert dispatch.takes_pure_path(graph, "plain")
     assert not dispatch.takes_pure_path(graph, "call")

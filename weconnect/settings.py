@@ -232,6 +232,9 @@ WECONNECT_RECOVERY_FALLBACK_SECONDS = env_int(
 # Extra modules that register node types of your own (dotted paths, comma separated).
 WECONNECT_NODE_MODULES = env_list("WECONNECT_NODE_MODULES")
 WECONNECT_MAX_OUTPUT_BYTES = env_int("WECONNECT_MAX_OUTPUT_BYTES", 1024 * 1024, minimum=1024)
+# A pure node's message carries its run's input and its execution's context when they fit in
+# this many bytes (of JSON), so its task need not read them first; 0 turns it off.
+WECONNECT_CARRY_MAX_BYTES = env_int("WECONNECT_CARRY_MAX_BYTES", 8192, minimum=0)
 # Upkeep: the six-hourly stale sweep and the daily retention pass (monitoring/sweeps.py).
 WECONNECT_STALE_AFTER = env_int("WECONNECT_STALE_AFTER", 24 * 3600, minimum=60)
 WECONNECT_RETENTION_DAYS = env_int("WECONNECT_RETENTION_DAYS", 30, minimum=1)

@@ -46,6 +46,9 @@ class Dispatch:
     # it and end it in one write. Only a hint: the task checks the type again, and a message
     # without it takes the claim.
     pure: bool = False
+    # With the hint, the run's input and its execution's context when they fit
+    # (engine/carry.py): the task then need not read them.
+    run: dict | None = None
 
 
 def for_node(execution_id: str, graph, node: str, task_id: str, **fields) -> Dispatch:
@@ -107,7 +110,9 @@ def send(items: list[Dispatch]) -> int:
         if item.priority is not None:
             options["priority"] = PRIORITY_VALUES[item.priority]
         if item.pure:
-            options["kwargs"] = {"pure": True}
+            options["kwargs"] = (
+                {"pure": True} if item.run is None else {"pure": True, "run": item.run}
+            )
         try:
             app.send_task(
                 RUN_NODE,

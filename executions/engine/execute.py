@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from executions import counters, jsonsafe, store
 from executions.credentials import redaction
-from executions.engine import dispatch, heartbeat
+from executions.engine import carry, dispatch, heartbeat
 from executions.engine.completion import children_canceller, execution_time_out_if_due
 from executions.engine.outcome import park, record_failure, result_not_stored, wait_for_rate_limit
 from executions.engine.routing import Finish, node_run_finish
@@ -168,14 +168,21 @@ def _claim_started(execution_id: str, node: str, task_id: str, redelivered: bool
     return run
 
 
-def _read(execution_id: str, node: str, task_id: str, redelivered: bool, pure: bool):
-    """The run this message is for: read without a claim when the message says the node is
-    pure (PostgreSQL, autocommit) and the run is queued and due, else claimed. Returns
-    (run, the PureStart its end needs or None when it was claimed); (None, None) when there
-    is nothing to do."""
+def _read(execution_id: str, node: str, task_id: str, redelivered: bool, pure: bool, carried):
+    """The run this message is for: taken from the message (``carried``, see engine/carry.py)
+    or read without a claim when the message says the node is pure (PostgreSQL, autocommit)
+    and the run is queued and due, else claimed. Returns (run, the PureStart its end needs or
+    None when it was claimed); (None, None) when there is nothing to do."""
     if pure and connection.vendor == "postgresql" and not connection.in_atomic_block:
         now = timezone.now()
         not_before = now + _EARLY_TOLERANCE
+        if carried is not None:
+            try:
+                run = carry.run_from(execution_id, node, carried, now)
+            except (KeyError, TypeError, ValueError) as exc:  # not ours: read instead
+                log.warning("carried context ignored", extra={"node": node, "error": repr(exc)})
+            else:
+                return run, store.PureStart(started_at=now, task_id=task_id, not_before=not_before)
         run = store.node_run_peek(
             execution_id=execution_id, node=node, now=now, not_before=not_before
         )
@@ -187,7 +194,13 @@ def _read(execution_id: str, node: str, task_id: str, redelivered: bool, pure: b
 
 
 def node_run_execute(
-    *, execution_id: str, node: str, task_id: str, redelivered: bool = False, pure: bool = False
+    *,
+    execution_id: str,
+    node: str,
+    task_id: str,
+    redelivered: bool = False,
+    pure: bool = False,
+    carried: dict | None = None,
 ) -> str:
     """Run one attempt of a node run. Returns a short word for logs and tests.
 
@@ -196,7 +209,7 @@ def node_run_execute(
     that one statement cannot express (a failure to retry or route, a join or a skip among the
     successors, one of several sinks) claims the run first, exactly as an impure node does.
     """
-    run, pure_start = _read(execution_id, node, task_id, redelivered, pure)
+    run, pure_start = _read(execution_id, node, task_id, redelivered, pure, carried)
     if run is None:
         return "skipped"
     execution = run.execution

@@ -20,6 +20,7 @@ predecessor finished.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from executions import store
-from executions.engine import dispatch
+from executions.engine import carry, dispatch
 from executions.engine.completion import (
     execution_complete_if_done,
     execution_fail_unhandled,
@@ -175,7 +176,8 @@ def _finish_linear(
             singles.append(succ)
         else:
             return None  # a skip to spread
-    done, status, queued, counted = retry_on_deadlock(
+    now = timezone.now()
+    done, status, queued, counted, ids = retry_on_deadlock(
         lambda: store.node_run_end_and_queue(
             execution_id=execution.id,
             node=node,
@@ -184,7 +186,7 @@ def _finish_linear(
             output=result.output,
             branch=result.branch,
             error=result.error,
-            now=timezone.now(),
+            now=now,
             successors=[(s, dispatch.new_task_id()) for s in singles],
             joins=joins,
             pure=pure,
@@ -193,7 +195,15 @@ def _finish_linear(
     if not done:
         return False
     if queued:
-        dispatch.send([dispatch.for_node(str(execution.id), graph, n, t) for n, t in queued])
+        items = []
+        for n, t in queued:
+            item = dispatch.for_node(str(execution.id), graph, n, t)
+            if item.pure:
+                # Its input is this run's output (it has one predecessor, whose connection fired).
+                carried = carry.payload(execution, ids[n], result.output, now)
+                item = dataclasses.replace(item, run=carried)
+            items.append(item)
+        dispatch.send(items)
     if status not in EXECUTION_ACTIVE:
         return True
     active = bool(queued) or any(left > 0 for left in counted.values())

@@ -350,14 +350,15 @@ def node_run_end_and_queue(
     successors: list[tuple[str, str]],
     joins: list[str] = (),
     pure: PureStart | None = None,
-) -> tuple[bool, str | None, list[tuple[str, str]], dict[str, int]]:
+) -> tuple[bool, str | None, list[tuple[str, str]], dict[str, int], dict[str, int]]:
     """PostgreSQL, autocommit: :func:`node_run_end`, :func:`node_run_queue` of ``successors``
     ((node, task id) pairs, each with this node as its only predecessor) and
     :func:`node_run_count_down` of ``joins`` in one statement; successors are queued and joins
     counted only if the end was recorded and the execution is active. With ``pure``, the run
     ends from ``queued`` (attempt ``attempt`` not yet counted, see :func:`node_run_peek`) and
     a pending execution starts, in the same statement. Returns (ended, the execution's status,
-    the (node, task id) pairs queued, {join: predecessors left} for the joins counted down)."""
+    the (node, task id) pairs queued, {join: predecessors left} for the joins counted down,
+    {node: node run id} of those queued)."""
     # Raises unless the transition is in the table.
     sources_for(T, status, [N.QUEUED] if pure else [N.RUNNING])
     with connection.cursor() as cursor:
@@ -378,12 +379,13 @@ def node_run_end_and_queue(
                 **_pure_params(pure),
             },
         )
-        done, ex_status, queued_nodes, queued_tasks, counted, left = cursor.fetchone()
+        done, ex_status, queued_nodes, queued_tasks, counted, left, ids = cursor.fetchone()
     return (
         bool(done),
         ex_status,
         list(zip(queued_nodes, queued_tasks, strict=True)),
         dict(zip(counted, left, strict=True)),
+        dict(zip(queued_nodes, ids, strict=True)),
     )
 
 

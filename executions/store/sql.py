@@ -129,7 +129,7 @@ WITH done AS ({_DONE_PURE if pure else _DONE_CLAIMED}
        AND nr.status IN {in_(sources_for(NODE_RUN_TRANSITIONS, N.QUEUED, [N.PENDING]))}
        AND EXISTS (SELECT 1 FROM done)
        AND (SELECT status FROM ex) IN {in_(EXECUTION_ACTIVE)}
-    RETURNING nr.node, nr.task_id
+    RETURNING nr.node, nr.task_id, nr.id
 ), counted AS (
     UPDATE executions_noderun AS nr
        SET predecessors_left = nr.predecessors_left - 1
@@ -141,7 +141,8 @@ WITH done AS ({_DONE_PURE if pure else _DONE_CLAIMED}
 )
 SELECT (SELECT count(*) FROM done), (SELECT status FROM ex),
        ARRAY(SELECT node FROM queued), ARRAY(SELECT task_id FROM queued),
-       ARRAY(SELECT node FROM counted), ARRAY(SELECT predecessors_left FROM counted)
+       ARRAY(SELECT node FROM counted), ARRAY(SELECT predecessors_left FROM counted),
+       ARRAY(SELECT id FROM queued)
 """
 
 

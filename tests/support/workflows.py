@@ -104,7 +104,7 @@ def end_hop(
 
     now = timezone.now()
     start = store.PureStart(started_at=now, task_id=task_id or f"t-{node}", not_before=now)
-    return store.node_run_end_and_queue(
+    return store.node_run_end_and_queue(  # without the queued runs' ids
         execution_id=execution.id,
         node=node,
         attempt=1,
@@ -116,4 +116,4 @@ def end_hop(
         successors=list(successors),
         joins=list(joins),
         pure=start if pure else None,
-    )
+    )[:4]
