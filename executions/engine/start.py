@@ -17,7 +17,7 @@ from django.utils import timezone
 from executions import store
 from executions.engine import dispatch
 from executions.engine.completion import execution_complete_if_done, execution_terminate
-from executions.engine.snapshots import graph_for
+from executions.engine.snapshots import graph_for, version_for
 from executions.errors import Conflict
 from executions.graph import Graph, Outcome, find_cycle, initial_plan
 from executions.models import Execution, NodeRun, Workflow, WorkflowVersion
@@ -77,7 +77,7 @@ def execution_create(
     if existing:
         return existing, False
     if snapshot is None:
-        snapshot = WorkflowVersion.objects.get(workflow=workflow, version=workflow.version)
+        snapshot = version_for(workflow.pk, workflow.version)
     graph = graph_for(snapshot.id, snapshot)
     cycle = find_cycle(graph.nodes, [(e.source, e.target) for e in graph.edges])
     if cycle:  # saved workflows are acyclic; this guards snapshots written any other way
