@@ -43,11 +43,16 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 
 
 def execution_document(execution) -> dict:
-    execution = (
-        type(execution)
-        .objects.prefetch_related(Prefetch("node_runs", queryset=NodeRun.objects.order_by("id")))
-        .get(pk=execution.pk)
-    )
+    """The execution with its node runs: as just written when the trigger created it (the
+    engine keeps the rows it inserted), else read."""
+    if "node_runs" not in getattr(execution, "_prefetched_objects_cache", {}):
+        execution = (
+            type(execution)
+            .objects.prefetch_related(
+                Prefetch("node_runs", queryset=NodeRun.objects.order_by("id"))
+            )
+            .get(pk=execution.pk)
+        )
     return s.ExecutionOutputSerializer(execution).data
 
 

@@ -171,6 +171,15 @@ def _existing_execution(workflow: Workflow, idempotency_key, scheduled_for) -> E
     return None
 
 
+def _keep_node_runs(execution: Execution, rows: list[NodeRun]) -> None:
+    """Keep the node runs just written on the execution, as a prefetch would, so that the
+    answer to the trigger is built from the rows as written, without reading them back."""
+    runs = NodeRun.objects.filter(execution=execution).order_by("id")
+    runs._result_cache = sorted(rows, key=lambda r: r.id)
+    runs._prefetch_done = True
+    execution._prefetched_objects_cache = {"node_runs": runs}
+
+
 def _execution_begin(
     execution: Execution, graph: Graph, reuse: list[NodeRun], input: Any, now
 ) -> None:
@@ -181,7 +190,7 @@ def _execution_begin(
         graph, {k: Outcome(r.status, r.branch, r.output) for k, r in reused.items()}, input
     )
     task_ids = {k: dispatch.new_task_id() for k in graph.nodes if k in queue}
-    store.node_runs_create(
+    rows = store.node_runs_create(
         execution=execution,
         graph=graph,
         reused=reused,
@@ -191,6 +200,7 @@ def _execution_begin(
         now=now,
     )
     if task_ids:
+        _keep_node_runs(execution, rows)
         dispatch.send_on_commit(
             [
                 dispatch.for_node(str(execution.id), graph, k, t, priority=execution.priority)

@@ -259,11 +259,11 @@ def node_runs_create(
     skip: list[str],
     task_ids: dict[str, str],
     now,
-) -> None:
+) -> list[NodeRun]:
     """The node runs of a new execution, in one INSERT: reused ones succeeded (copied from an
     earlier execution), the start nodes queued with their ``task_ids``, the nodes known to
     be skipped skipped, the rest pending; a pending join counts its predecessors that are not
-    finished (reused or skipped) yet."""
+    finished (reused or skipped) yet. Returns the rows as written (with their ids)."""
     rows = []
     finished = set(reused) | set(skip)
     for key, spec in graph.nodes.items():
@@ -286,7 +286,7 @@ def node_runs_create(
         elif key in skip:
             row.status, row.finished_at = N.SKIPPED, now
         rows.append(row)
-    NodeRun.objects.bulk_create(rows)
+    return NodeRun.objects.bulk_create(rows)
 
 
 def node_run_queue(*, execution_id, node: str, input: Any, task_id: str, now) -> bool:
