@@ -15,6 +15,7 @@ Beat pass, or two workers' passes after a lock lost with Redis, repair each thin
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 
@@ -30,6 +31,14 @@ log = logging.getLogger("weconnect.engine")
 
 _thread: threading.Thread | None = None
 _stop = threading.Event()
+
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
 
 
 def _lock_key() -> str:
@@ -64,20 +73,30 @@ def run_if_due() -> dict | None:
     if not is_due():
         return None
     lease = max(1, settings.WECONNECT_RECOVERY_INTERVAL_SECONDS)
-    if not redis_client().set(_lock_key(), "1", nx=True, ex=lease):
+    token = secrets.token_hex(8)
+    client = redis_client()
+    if not client.set(_lock_key(), token, nx=True, ex=lease):
         return None
-    last = counters.recovery_last_run(redis_client())
-    log.warning(
-        "the recovery pass is overdue: this worker runs it",
-        extra={
-            "recovery_last_run": last,
-            "fallback_after": settings.WECONNECT_RECOVERY_FALLBACK_SECONDS,
-        },
-    )
-    report = recovery_run().as_dict()
-    counters.record_recovery_ran()
-    counters.record_recovery({"fallback_passes": 1})
-    return report
+    try:
+        # Checked again under the lock: another worker's pass may have ended meanwhile.
+        if not is_due():
+            return None
+        last = counters.recovery_last_run(client)
+        log.warning(
+            "the recovery pass is overdue: this worker runs it",
+            extra={
+                "recovery_last_run": last,
+                "fallback_after": settings.WECONNECT_RECOVERY_FALLBACK_SECONDS,
+            },
+        )
+        report = recovery_run().as_dict()
+        counters.record_recovery_ran()
+        counters.record_recovery({"fallback_passes": 1})
+        return report
+    finally:
+        # Released once the pass's mark is written (only if still ours: it may have expired
+        # and been taken by another worker), so no lock outlives the pass.
+        client.eval(_RELEASE, 1, _lock_key(), token)
 
 
 def _loop() -> None:
