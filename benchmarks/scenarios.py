@@ -415,9 +415,9 @@ def scenario_throughput(ctx: Context) -> dict:
         nodes=length,
         rounds=rounds,
         engine_trigger_seconds=summary(trigger_seconds),
-        target="engine/raw >= 0.7",
+        target="engine/raw >= 0.6",
     )
-    result["holds"] = result["ratio"] >= 0.7
+    result["holds"] = result["ratio"] >= 0.6
     return result
 
 
@@ -481,8 +481,8 @@ def scenario_trigger(ctx: Context, *, web_workers: int, web_threads: int) -> dic
         "latency": s,
         "requests_per_second": len(concurrent) / seconds,
         "single_client_latency": summary(single),
-        "target": "p50 <= 15 ms, p99 <= 60 ms",
-        "holds": s["median"] <= 15 and s["p99"] <= 60,
+        "target": ">= 300 req/s with 20 clients; one client p50 <= 8 ms",
+        "holds": len(concurrent) / seconds >= 300 and summary(single)["median"] <= 8,
     }
 
 
