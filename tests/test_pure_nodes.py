@@ -47,16 +47,20 @@ def _writes(queries) -> list[str]:
     return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(WRITES)]
 
 
-def sent(broker) -> dict[str, dict]:
-    """The keyword arguments of every run_node message waiting in the broker, by node."""
+def sent(broker, headers: dict | None = None) -> dict[str, dict]:
+    """The keyword arguments of every run_node message waiting in the broker, by node (and
+    their headers into ``headers``)."""
     client = redis.Redis.from_url(broker.url)
     kwargs = {}
     for key in client.keys("*"):
         if client.type(key) != b"list":
             continue
         for raw in client.lrange(key, 0, -1):
-            args, kw, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+            message = json.loads(raw)
+            args, kw, _ = json.loads(base64.b64decode(message["body"]))
             kwargs[args[1]] = kw
+            if headers is not None:
+                headers[args[1]] = message["headers"]
         client.delete(key)
     return kwargs
 
@@ -73,8 +77,13 @@ def test_a_carried_context_spares_the_read(user, settings):
         execution, _ = execution_create(workflow=wf, input={"x": 1})
         assert sent(broker) == {"a": {"pure": True}}
         assert run("a", execution) == "succeeded"
-        kw = sent(broker)["b"]
+        headers: dict = {}
+        kw = sent(broker, headers)["b"]
         assert kw["pure"] is True and kw["run"]["input"] == {"x": 1}
+        # Monitoring (Flower, task events) shows the run, not its input.
+        assert headers["b"]["kwargsrepr"] == repr(
+            {"pure": True, "run": f"<node run {kw['run']['id']}>"}
+        )
         assert kw["run"]["execution"]["input"] == {"x": 1}
         with CaptureQueriesContext(connection) as ctx:
             outcome = node_run_execute(

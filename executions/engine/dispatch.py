@@ -110,9 +110,11 @@ def send(items: list[Dispatch]) -> int:
         if item.priority is not None:
             options["priority"] = PRIORITY_VALUES[item.priority]
         if item.pure:
-            options["kwargs"] = (
-                {"pure": True} if item.run is None else {"pure": True, "run": item.run}
-            )
+            options["kwargs"] = {"pure": True}
+            if item.run is not None:
+                options["kwargs"]["run"] = item.run
+                # Flower and task events show this instead of the run's input.
+                options["kwargsrepr"] = repr({"pure": True, "run": f"<node run {item.run['id']}>"})
         try:
             app.send_task(
                 RUN_NODE,

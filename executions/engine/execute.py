@@ -1,6 +1,7 @@
 """The body of the node task: claim the run, run the node type, hand the outcome on.
 
-The message only says "look at node X of execution E"; the database decides whether there is
+The message only says "look at node X of execution E" (a pure node's may also carry its input
+and its execution's context, see engine/carry.py); the database decides whether there is
 anything to do. A claim is a compare-and-set from ``queued`` (or a due ``retrying``) to
 ``running`` that also requires the execution to be active and within its deadline, so a
 duplicate, late or revoked-but-delivered message changes nothing.
