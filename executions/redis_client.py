@@ -1,7 +1,8 @@
-"""The process's Redis client for locks and counters, and the names of our keys.
+"""The process's Redis client for counters, rate limits and the recovery watch, and the names of
+our keys.
 
-Short socket timeouts: Redis holds nothing the engine's correctness rests on (join locks fall
-back to row locks, counters stop), so a slow Redis must never hold a node run up."""
+Short socket timeouts: Redis holds nothing the engine's correctness rests on (counters stop, the
+recovery watch waits for its next round), so a slow Redis must never hold a node run up."""
 
 from __future__ import annotations
 
