@@ -29,14 +29,22 @@ from executions.states import ExecutionStatus, NodeRunStatus
 _EXECUTION_FIELDS = ("input", "snapshot_id", "depth", "parent_node_run_id", "concurrency_key")
 
 
-def payload(execution: Execution, run_id: int, input: Any, queued_at: datetime) -> dict | None:
+def payload(
+    execution: Execution,
+    run_id: int,
+    input: Any,
+    queued_at: datetime,
+    input_bytes: int | None = None,
+) -> dict | None:
     """The context of a successor just queued in attempt 1, or None when it does not fit in
     WECONNECT_CARRY_MAX_BYTES (or the execution at hand was loaded without a field of it:
-    reading it now would cost what carrying saves)."""
+    reading it now would cost what carrying saves). ``input_bytes``, the input's size as
+    JSON when already measured, spares encoding an input that cannot fit."""
     limit = settings.WECONNECT_CARRY_MAX_BYTES
     loaded = execution.__dict__
     if (
         limit <= 0
+        or (input_bytes is not None and input_bytes > limit)
         or any(f not in loaded for f in _EXECUTION_FIELDS)
         or not Execution.workflow.is_cached(execution)
     ):

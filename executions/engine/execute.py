@@ -122,7 +122,7 @@ def _ancestors(graph, node: str) -> list[str]:
     return sorted(seen)
 
 
-def check_output(output: Any) -> None:
+def check_output(output: Any) -> int:
     try:
         text = json.dumps(output, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -158,6 +158,7 @@ def check_output(output: Any) -> None:
             retryable=False,
             error_type="OutputTooLarge",
         )
+    return size
 
 
 def _claim_started(execution_id: str, node: str, task_id: str, redelivered: bool):
@@ -253,6 +254,7 @@ def node_run_execute(
             return waiting
     failure: NodeError | None = None
     value: Any = None
+    size: int | None = None
     # The values of every credential the node resolves are collected here, redacted from log
     # lines while it runs, and from its output, error and wait state before they are stored.
     secrets = redaction.Secrets()
@@ -266,7 +268,7 @@ def node_run_execute(
             raise NodeError(f"unknown node type {spec.type!r}", retryable=False)
         value = node_type.run(ctx)
         if not isinstance(value, Wait):
-            check_output(value.output if isinstance(value, Result) else value)
+            size = check_output(value.output if isinstance(value, Result) else value)
     except SoftTimeLimitExceeded:
         failure = NodeTimeout(f"node ran past its timeout of {spec.timeout_seconds}s")
     except NodeError as exc:
@@ -280,9 +282,30 @@ def node_run_execute(
     if secrets:
         value, failure = redaction.redact_outcome(secrets, value, failure)
 
-    if pure_start is not None and (failure is not None or isinstance(value, Wait)):
-        # A retry, a route or a park starts from a claimed run.
-        run, pure_start = _claim_started(execution_id, node, task_id, redelivered), None
+    returned = failure is None and not isinstance(value, Wait)
+    result = _finish(value, node_type, size) if returned else None
+    if pure_start is not None:
+        if result is not None:
+            try:
+                recorded = node_run_finish(
+                    execution=execution,
+                    graph=graph,
+                    node=node,
+                    attempt=attempt,
+                    result=result,
+                    pure=pure_start,
+                )
+            except DatabaseError as exc:
+                failure, recorded = result_not_stored(exc, fields), None
+            if recorded is not None:
+                if not recorded:
+                    # No longer queued and due, or its execution stopped: the claim would
+                    # have found the same, and timed the execution out if it is past due.
+                    execution_time_out_if_due(execution_id=execution_id, now=timezone.now())
+                return _ended(recorded, run, spec, result, fields)
+        # A retry, a route, a park, or an end the one statement cannot express: all of them
+        # start from a claimed run.
+        run = _claim_started(execution_id, node, task_id, redelivered)
         if run is None:
             log.info("node discarded", extra=fields)
             return "discarded"
@@ -292,6 +315,19 @@ def node_run_execute(
         return record_failure(execution, graph, run, attempt, failure, fields)
     if isinstance(value, Wait):
         return park(execution, graph, run, attempt, value, fields)
+    try:
+        recorded = node_run_finish(
+            execution=execution, graph=graph, node=node, attempt=attempt, result=result
+        )
+    except DatabaseError as exc:
+        failure = result_not_stored(exc, fields)
+        return record_failure(execution, graph, run, attempt, failure, fields)
+    return _ended(recorded, run, spec, result, fields)
+
+
+def _finish(value: Any, node_type, size: int | None) -> Finish:
+    """What a node's returned value records: succeeded, or failed when the value says so
+    (``Result.failed``, or the error-output convention where the type applies it)."""
     output, branch = (value.output, value.branch) if isinstance(value, Result) else (value, None)
     explicit = value.failed if isinstance(value, Result) else None
     errored = (
@@ -300,44 +336,17 @@ def node_run_execute(
         else (node_type.detects_error_output and is_error_output(output))
     )
     if errored:
-        result = Finish(
+        return Finish(
             N.FAILED,
             output,
             branch,
             {"message": "node returned an error output", "type": "ErrorOutput"},
+            output_bytes=size,
         )
-    else:
-        result = Finish(N.SUCCEEDED, output, branch)
-    try:
-        recorded = node_run_finish(
-            execution=execution,
-            graph=graph,
-            node=node,
-            attempt=attempt,
-            result=result,
-            pure=pure_start,
-        )
-        if recorded is None:
-            # Pure, but the end needs the general path: claim the run, then end it.
-            run, pure_start = _claim_started(execution_id, node, task_id, redelivered), None
-            if run is not None:
-                execution, attempt = run.execution, run.attempts
-                fields["attempt"] = attempt
-                recorded = node_run_finish(
-                    execution=execution, graph=graph, node=node, attempt=attempt, result=result
-                )
-        elif not recorded and pure_start is not None:
-            # The run was no longer queued and due, or its execution stopped: the claim
-            # would have found the same, and timed the execution out if it is past due.
-            execution_time_out_if_due(execution_id=execution_id, now=timezone.now())
-    except DatabaseError as exc:
-        failure = result_not_stored(exc, fields)
-        if pure_start is not None:
-            run, pure_start = _claim_started(execution_id, node, task_id, redelivered), None
-            if run is None:
-                return "discarded"
-            execution, attempt = run.execution, run.attempts
-        return record_failure(execution, graph, run, attempt, failure, fields)
+    return Finish(N.SUCCEEDED, output, branch, output_bytes=size)
+
+
+def _ended(recorded: bool, run: NodeRun, spec, result: Finish, fields: dict) -> str:
     if recorded:
         counters.observe_node_run(run=run, node_type=spec.type, status=result.status)
     log.info("node %s", result.status if recorded else "discarded", extra=fields)

@@ -50,6 +50,8 @@ class Finish:
     output: Any
     branch: str | None = None
     error: Any = None
+    # The output's size as JSON when the task measured it (the output check).
+    output_bytes: int | None = None
 
 
 def queue_node(
@@ -200,7 +202,9 @@ def _finish_linear(
             item = dispatch.for_node(str(execution.id), graph, n, t)
             if item.pure:
                 # Its input is this run's output (it has one predecessor, whose connection fired).
-                carried = carry.payload(execution, ids[n], result.output, now)
+                carried = carry.payload(
+                    execution, ids[n], result.output, now, input_bytes=result.output_bytes
+                )
                 item = dataclasses.replace(item, run=carried)
             items.append(item)
         dispatch.send(items)
